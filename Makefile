@@ -23,7 +23,7 @@ KUBELET ?= ours
 RUNTIME ?= ours
 PROXY   ?= ours
 
-.PHONY: all build test test-unit lint clean deps up down e2e critest test-ipvs bench
+.PHONY: all build test test-unit lint clean deps bench
 
 all: build
 
@@ -39,8 +39,22 @@ build:
 deps:
 	bash hack/deps.sh
 
-## test: what CI runs (the README's test command)
+# Each component's own targets live in mk/<component>.mk; a file there adds
+# its integration tests to TEST_TARGETS and its benchmarks to BENCH_TARGETS,
+# so components never edit each other's rules.
+TEST_TARGETS  :=
+BENCH_TARGETS :=
+-include mk/*.mk
+
+## test: what CI runs (the README's test command): lint, unit tests, then
+## each component's integration tests and the e2e suite on a local cluster.
 test: lint test-unit
+	@for t in $(TEST_TARGETS); do echo "== make $$t"; $(MAKE) --no-print-directory $$t; done
+
+## bench: every component's benchmarks, each printed as ours vs upstream
+bench:
+	@if [ -z "$(strip $(BENCH_TARGETS))" ]; then echo "make bench: no benchmarks yet"; exit 1; fi
+	@for t in $(BENCH_TARGETS); do echo "== make $$t"; $(MAKE) --no-print-directory $$t; done
 
 ## test-unit: every module's unit tests (no root, no kernel features needed)
 test-unit:
@@ -57,5 +71,3 @@ lint:
 clean:
 	rm -rf $(OUT)
 
-up down e2e critest test-ipvs bench:
-	@echo "make $@: not yet (see the open issues)"; exit 1
