@@ -61,6 +61,13 @@ type State struct {
 	Endpoints map[Key][]Endpoint
 	// NodeIPs are the addresses NodePorts are served on (nodePortAddresses applied).
 	NodeIPs []netip.Addr
+	// LocalEndpoints of each service port: this node's endpoints, selected
+	// by the same rule (local ready ones, else local serving-terminating
+	// ones). Upstream selects them separately, so a terminating local
+	// endpoint can serve eTP/iTP Local traffic while remote ones are ready.
+	// Endpoints (above) is cluster-wide and ignores the traffic policies:
+	// ClusterEndpoints and ExternalEndpoints apply them.
+	LocalEndpoints map[Key][]Endpoint
 }
 
 // Key is one ServicePort in one family.

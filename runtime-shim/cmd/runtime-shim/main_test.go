@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,12 @@ import (
 func TestBinaryHealthzAndSIGTERM(t *testing.T) {
 	bin := daemontest.Build(t, ".")
 	addr := daemontest.FreePort(t)
-	daemontest.StartHealthzSIGTERM(t, bin, []string{"--ops-bind-address=" + addr}, addr, 20*time.Second)
+	dir := t.TempDir()
+	// No containerd at this address: the shim must still serve /healthz and
+	// exit cleanly on SIGTERM while waiting for it.
+	daemontest.StartHealthzSIGTERM(t, bin, []string{"--ops-bind-address=" + addr,
+		"--socket=" + filepath.Join(dir, "cri.sock"), "--containerd-address=" + filepath.Join(dir, "none.sock"),
+		"--root-dir=" + filepath.Join(dir, "root"), "--state-dir=" + filepath.Join(dir, "state")}, addr, 20*time.Second)
 }
 
 func TestBinaryFlags(t *testing.T) {
@@ -25,6 +32,14 @@ func TestBinaryFlags(t *testing.T) {
 	code, _, errOut := daemontest.RunArgs(t, bin, "--no-such-flag")
 	if code == 0 || errOut != "runtime-shim: unknown flag: --no-such-flag\n" {
 		t.Fatalf("unknown flag: %d %q", code, errOut)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(cfg, []byte("enable_selinux = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = daemontest.RunArgs(t, bin, "--config="+cfg)
+	if code != 2 || !strings.Contains(errOut, "enable_selinux") {
+		t.Fatalf("unsupported config field: %d %q", code, errOut)
 	}
 	code, _, errOut = daemontest.RunArgs(t, bin, "--log-format=xml")
 	if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--log-format") {

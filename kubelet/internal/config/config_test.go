@@ -1,0 +1,121 @@
+package config
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+)
+
+// harnessConfig is shaped like the local cluster's KubeletConfiguration
+// (e2e/harness/cluster), marshalled the same way: every non-omitempty field
+// is written, so zero values must be accepted.
+func harnessConfig() *kubeletv1beta1.KubeletConfiguration {
+	return &kubeletv1beta1.KubeletConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: "kubelet.config.k8s.io/v1beta1", Kind: "KubeletConfiguration"},
+		Authentication: kubeletv1beta1.KubeletAuthentication{
+			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: "/pki/ca.crt"},
+			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
+			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)},
+		},
+		Authorization:               kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		TLSCertFile:                 "/pki/kubelet-serving.crt",
+		TLSPrivateKeyFile:           "/pki/kubelet-serving.key",
+		HealthzBindAddress:          "127.0.0.1",
+		HealthzPort:                 ptr.To[int32](10248),
+		ClusterDNS:                  []string{"10.96.0.10"},
+		ClusterDomain:               "cluster.local",
+		ResolverConfig:              ptr.To("/c/resolv.conf"),
+		StaticPodPath:               "/c/manifests",
+		PodLogsDir:                  "/c/pod-logs",
+		VolumePluginDir:             "/c/volume-plugins",
+		CgroupRoot:                  "/nodesuite",
+		CgroupDriver:                "cgroupfs",
+		FailCgroupV1:                ptr.To(false),
+		FailSwapOn:                  ptr.To(false),
+		EvictionHard:                map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+		ImageGCHighThresholdPercent: ptr.To[int32](99),
+		ImageGCLowThresholdPercent:  ptr.To[int32](98),
+		SerializeImagePulls:         ptr.To(false),
+		ImageMinimumGCAge:           metav1.Duration{Duration: 2 * time.Minute},
+	}
+}
+
+func TestDecodeHarnessConfig(t *testing.T) {
+	data, err := yaml.Marshal(harnessConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, deferred, err := Decode(data)
+	if err != nil {
+		t.Fatalf("decode:\n%s\nerr: %v", data, err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var f Flags
+	f.AddFlags(fs)
+	if err := fs.Parse([]string{"--hostname-override=VM", "--node-ip=192.0.2.2", "--root-dir=/c/kubelet",
+		"--container-runtime-endpoint=unix:///c/cri.sock", "--kubeconfig=/c/kubelet.kubeconfig"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Build(fs, &f, kc, "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{Kubeconfig: "/c/kubelet.kubeconfig", RuntimeEndpoint: "unix:///c/cri.sock", ImageEndpoint: "unix:///c/cri.sock",
+		NodeName: "vm", NodeIPs: c.NodeIPs, RootDir: "/c/kubelet", StaticPodPath: "/c/manifests", PodLogsDir: "/c/pod-logs",
+		RegisterNode: true, CgroupDriver: "cgroupfs", CgroupRoot: "/nodesuite", MaxPods: 110, ClusterDNS: []string{"10.96.0.10"},
+		ClusterDomain: "cluster.local", ResolvConf: "/c/resolv.conf", HealthzBindAddress: "127.0.0.1:10248",
+		NodeStatusUpdateFreq: 10 * time.Second, NodeStatusReportFreq: 5 * time.Minute, NodeLeaseDurationSeconds: 40,
+		RuntimeRequestTimeout: 2 * time.Minute, SyncFrequency: time.Minute, FileCheckFrequency: 20 * time.Second,
+		EvictionHard:        map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+		SerializeImagePulls: false, MaxContainerRestart: 5 * time.Minute, FailCgroupV1: false}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("config (-want +got):\n%s", d)
+	}
+	if c.NodeIPs[0].String() != "192.0.2.2" {
+		t.Errorf("node ip %v", c.NodeIPs)
+	}
+	if len(deferred) == 0 {
+		t.Errorf("server fields not reported as deferred")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       error
+	}{
+		{"unknown field", "noSuchField: 1", ErrInvalid},
+		{"unsupported non-default", "cpuManagerPolicy: static", ErrUnsupportedField},
+		{"unsupported runOnce", "runOnce: true", ErrUnsupportedField},
+		{"bad cgroup driver", "cgroupDriver: nope", ErrInvalid},
+	} {
+		_, _, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.yaml + "\n"))
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, _, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncpuManagerPolicy: none\ncgroupsPerQOS: true\n")); err != nil {
+		t.Errorf("defaults of unsupported fields: %v", err)
+	}
+}
+
+func TestParseTaint(t *testing.T) {
+	got, err := ParseTaint("dedicated=gpu:NoSchedule")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}, got); d != "" {
+		t.Error(d)
+	}
+	if _, err := ParseTaint("x:Bad"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad effect: %v", err)
+	}
+}

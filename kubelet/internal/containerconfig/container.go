@@ -1,0 +1,264 @@
+package containerconfig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	v1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+)
+
+// ErrVolumeUnsupported marks a volume type this kubelet does not mount yet
+// (only emptyDir and hostPath; the rest is part 2 of the kubelet issue).
+var ErrVolumeUnsupported = errors.New("volume type not supported by this kubelet")
+
+// Host prepares files on the host that containers mount; an interface so unit
+// tests need no root.
+type Host interface {
+	MkdirAll(path string, perm os.FileMode) error
+	WriteFile(path string, data []byte, perm os.FileMode) error
+}
+
+// OSHost is the real filesystem.
+type OSHost struct{}
+
+// MkdirAll creates path and its parents.
+func (OSHost) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+
+// WriteFile writes data to path.
+func (OSHost) WriteFile(path string, data []byte, perm os.FileMode) error {
+	return os.WriteFile(path, data, perm)
+}
+
+// VolumeHostPaths maps each supported volume of the Pod to its host path,
+// creating emptyDir directories. Unsupported volume types are returned by name.
+func VolumeHostPaths(h Host, rootDir string, pod *v1.Pod) (map[string]string, []string, error) {
+	paths := map[string]string{}
+	var unsupported []string
+	for _, vol := range pod.Spec.Volumes {
+		switch {
+		case vol.EmptyDir != nil:
+			p := filepath.Join(PodDir(rootDir, pod), "volumes", "kubernetes.io~empty-dir", vol.Name)
+			if err := h.MkdirAll(p, 0o777); err != nil {
+				return nil, nil, fmt.Errorf("emptyDir %s: %w", vol.Name, err)
+			}
+			paths[vol.Name] = p
+		case vol.HostPath != nil:
+			t := v1.HostPathUnset
+			if vol.HostPath.Type != nil {
+				t = *vol.HostPath.Type
+			}
+			if t == v1.HostPathDirectoryOrCreate {
+				if err := h.MkdirAll(vol.HostPath.Path, 0o755); err != nil {
+					return nil, nil, fmt.Errorf("hostPath %s: %w", vol.Name, err)
+				}
+			}
+			paths[vol.Name] = vol.HostPath.Path
+		default:
+			unsupported = append(unsupported, vol.Name)
+		}
+	}
+	return paths, unsupported, nil
+}
+
+// ContainerInput is what one container's CRI config is built from.
+type ContainerInput struct {
+	Pod          *v1.Pod
+	Container    *v1.Container
+	RestartCount int
+	Env          []EnvVar
+	ImageRef     string
+	Volumes      map[string]string // volume name -> host path
+	Node         Node
+}
+
+// ContainerConfig builds the CRI ContainerConfig and prepares the host files
+// it mounts (the termination message file).
+func ContainerConfig(h Host, in ContainerInput) (*runtimeapi.ContainerConfig, error) {
+	pod, c := in.Pod, in.Container
+	lookup := func(n string) (string, bool) {
+		for _, e := range in.Env {
+			if e.Name == n {
+				return e.Value, true
+			}
+		}
+		return "", false
+	}
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: uint32(in.RestartCount)},
+		Image:       &runtimeapi.ImageSpec{Image: in.ImageRef, UserSpecifiedImage: c.Image},
+		WorkingDir:  c.WorkingDir,
+		Labels:      runtime.ContainerLabels(pod, c),
+		Annotations: runtime.ContainerAnnotations(pod, c, in.RestartCount),
+		LogPath:     runtime.ContainerLogPath(c.Name, in.RestartCount),
+		Stdin:       c.Stdin,
+		StdinOnce:   c.StdinOnce,
+		Tty:         c.TTY,
+	}
+	for _, s := range c.Command {
+		cfg.Command = append(cfg.Command, Expand(s, lookup))
+	}
+	for _, s := range c.Args {
+		cfg.Args = append(cfg.Args, Expand(s, lookup))
+	}
+	for _, e := range in.Env {
+		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(e.Value)})
+	}
+	for _, m := range c.VolumeMounts {
+		hp, ok := in.Volumes[m.Name]
+		if !ok {
+			continue // an unsupported volume: reported by the caller
+		}
+		if m.SubPath != "" {
+			hp = filepath.Join(hp, m.SubPath)
+			if err := h.MkdirAll(hp, 0o777); err != nil {
+				return nil, fmt.Errorf("%w: subPath %s: %w", ErrConfig, m.SubPath, err)
+			}
+		}
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: hp, Readonly: m.ReadOnly,
+			Propagation: propagation(m.MountPropagation)})
+	}
+	if c.TerminationMessagePath != "" {
+		dir := filepath.Join(PodDir(in.Node.RootDir, pod), "containers", c.Name)
+		if err := h.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("termination message dir: %w", err)
+		}
+		// One file per attempt, so a restart starts with an empty message.
+		f := filepath.Join(dir, "termination-log-"+strconv.Itoa(in.RestartCount))
+		if err := h.WriteFile(f, nil, 0o666); err != nil {
+			return nil, fmt.Errorf("termination message file: %w", err)
+		}
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: c.TerminationMessagePath, HostPath: f})
+	}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{
+		Resources:       resources(pod, c, in.Node.MemoryBytes),
+		SecurityContext: securityContext(pod, c),
+	}
+	return cfg, nil
+}
+
+func propagation(p *v1.MountPropagationMode) runtimeapi.MountPropagation {
+	if p == nil {
+		return runtimeapi.MountPropagation_PROPAGATION_PRIVATE
+	}
+	switch *p {
+	case v1.MountPropagationHostToContainer:
+		return runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+	case v1.MountPropagationBidirectional:
+		return runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
+	}
+	return runtimeapi.MountPropagation_PROPAGATION_PRIVATE
+}
+
+const (
+	cpuPeriod    = 100000
+	minShares    = 2
+	minQuota     = 1000
+	sharesPerCPU = 1024
+)
+
+// resources is upstream's generateLinuxContainerResources for cgroup v1.
+func resources(pod *v1.Pod, c *v1.Container, nodeMem int64) *runtimeapi.LinuxContainerResources {
+	r := &runtimeapi.LinuxContainerResources{}
+	cpuReq := c.Resources.Requests.Cpu().MilliValue()
+	cpuLim, hasCPULim := c.Resources.Limits[v1.ResourceCPU]
+	if cpuReq == 0 && hasCPULim {
+		cpuReq = cpuLim.MilliValue()
+	}
+	shares := cpuReq * sharesPerCPU / 1000
+	if shares < minShares {
+		shares = minShares
+	}
+	r.CpuShares = shares
+	if hasCPULim {
+		q := cpuLim.MilliValue() * cpuPeriod / 1000
+		if q < minQuota {
+			q = minQuota
+		}
+		r.CpuQuota, r.CpuPeriod = q, cpuPeriod
+	}
+	if ml, ok := c.Resources.Limits[v1.ResourceMemory]; ok {
+		r.MemoryLimitInBytes = ml.Value()
+	}
+	r.OomScoreAdj = oomScoreAdj(pod, c, nodeMem)
+	return r
+}
+
+// oomScoreAdj follows upstream's qos policy; runtimes clamp it where the
+// host cannot lower it (this machine lacks CAP_SYS_RESOURCE).
+func oomScoreAdj(pod *v1.Pod, c *v1.Container, nodeMem int64) int64 {
+	switch QOS(pod) {
+	case v1.PodQOSGuaranteed:
+		return -997
+	case v1.PodQOSBestEffort:
+		return 1000
+	}
+	if nodeMem <= 0 {
+		return 999
+	}
+	adj := 1000 - (1000*c.Resources.Requests.Memory().Value())/nodeMem
+	if adj < 1000+(-997) { // never as low as Guaranteed
+		adj = 3
+	}
+	if adj >= 1000 {
+		adj = 999
+	}
+	return adj
+}
+
+func securityContext(pod *v1.Pod, c *v1.Container) *runtimeapi.LinuxContainerSecurityContext {
+	sc := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaces(pod)}
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		if psc.RunAsUser != nil {
+			sc.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
+		}
+		if psc.RunAsGroup != nil {
+			sc.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
+		}
+		sc.SupplementalGroups = psc.SupplementalGroups
+		if psc.FSGroup != nil {
+			sc.SupplementalGroups = append(sc.SupplementalGroups, *psc.FSGroup)
+		}
+	}
+	csc := c.SecurityContext
+	if csc == nil {
+		return sc
+	}
+	if csc.RunAsUser != nil {
+		sc.RunAsUser = &runtimeapi.Int64Value{Value: *csc.RunAsUser}
+	}
+	if csc.RunAsGroup != nil {
+		sc.RunAsGroup = &runtimeapi.Int64Value{Value: *csc.RunAsGroup}
+	}
+	if csc.Privileged != nil {
+		sc.Privileged = *csc.Privileged
+	}
+	if csc.ReadOnlyRootFilesystem != nil {
+		sc.ReadonlyRootfs = *csc.ReadOnlyRootFilesystem
+	}
+	if csc.AllowPrivilegeEscalation != nil {
+		sc.NoNewPrivs = !*csc.AllowPrivilegeEscalation
+	}
+	if csc.Capabilities != nil {
+		sc.Capabilities = &runtimeapi.Capability{}
+		for _, a := range csc.Capabilities.Add {
+			sc.Capabilities.AddCapabilities = append(sc.Capabilities.AddCapabilities, string(a))
+		}
+		for _, d := range csc.Capabilities.Drop {
+			sc.Capabilities.DropCapabilities = append(sc.Capabilities.DropCapabilities, string(d))
+		}
+	}
+	if !sc.Privileged {
+		// Upstream masks these unless procMount is Unmasked.
+		sc.MaskedPaths = []string{"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+			"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+			"/sys/firmware", "/sys/devices/virtual/powercap"}
+		sc.ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+	}
+	return sc
+}

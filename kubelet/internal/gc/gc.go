@@ -1,0 +1,50 @@
+// Package gc removes dead containers and sandboxes of live Pods as the
+// upstream kubelet's container GC does with its defaults: one dead instance
+// per container name is kept (it carries the last termination state and the
+// restart count), older ones go, and so do sandboxes that are neither ready
+// nor the newest.
+package gc
+
+import (
+	"context"
+	"errors"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+)
+
+// Remover is the part of the CRI runtime GC needs.
+type Remover interface {
+	RemoveContainer(ctx context.Context, id string) error
+	RemovePodSandbox(ctx context.Context, id string) error
+}
+
+// Prune removes what rp no longer needs and returns the first errors joined.
+func Prune(ctx context.Context, rt Remover, rp *runtime.Pod) error {
+	var err error
+	deadSeen := map[string]bool{}
+	keepSandbox := map[string]bool{}
+	if len(rp.Sandboxes) > 0 {
+		keepSandbox[rp.Sandboxes[0].Id] = true
+	}
+	for _, c := range rp.Containers { // newest first
+		switch c.Status.State {
+		case runtimeapi.ContainerState_CONTAINER_EXITED:
+			if !deadSeen[c.Name] {
+				deadSeen[c.Name] = true
+				keepSandbox[c.SandboxID] = true
+				continue
+			}
+			err = errors.Join(err, rt.RemoveContainer(ctx, c.Status.Id))
+		default:
+			keepSandbox[c.SandboxID] = true
+		}
+	}
+	for _, s := range rp.Sandboxes {
+		if s.State != runtimeapi.PodSandboxState_SANDBOX_READY && !keepSandbox[s.Id] {
+			err = errors.Join(err, rt.RemovePodSandbox(ctx, s.Id))
+		}
+	}
+	return err
+}

@@ -1,0 +1,145 @@
+// Package kubelet wires the kubelet's parts together: CRI runtime, Node and
+// Lease, Pod sources, pod workers, PLEG and events.
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
+	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
+	"github.com/nodesuite/nodesuite/kubelet/internal/config"
+	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
+	"github.com/nodesuite/nodesuite/kubelet/internal/nodestatus"
+	"github.com/nodesuite/nodesuite/kubelet/internal/pleg"
+	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
+	"github.com/nodesuite/nodesuite/kubelet/internal/podworker"
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+	"github.com/nodesuite/nodesuite/shared/version"
+)
+
+// Run runs the kubelet until ctx ends.
+func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
+	for _, d := range []string{cfg.RootDir, filepath.Join(cfg.RootDir, "pods"), cfg.PodLogsDir} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	var client kubernetes.Interface
+	if cfg.Kubeconfig != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+		rc.UserAgent = "nodesuite-kubelet/" + version.Get().GitVersion
+		if client, err = kubernetes.NewForConfig(rc); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+	}
+	rt, err := connect(ctx, log, cfg)
+	if err != nil {
+		return err
+	}
+	runtimeName := "cri"
+	if v, err := rt.Version(ctx, "v1"); err == nil {
+		runtimeName = v.RuntimeName
+		log.Info("CRI runtime", zap.String("name", v.RuntimeName), zap.String("version", v.RuntimeVersion))
+	}
+	machine := nodestatus.ReadMachine(cfg.RootDir, 10250)
+	nc := &nodestatus.Controller{Cfg: nodestatus.Config{NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, Labels: cfg.NodeLabels,
+		Taints: cfg.Taints, PodCIDR: cfg.PodCIDR, MaxPods: cfg.MaxPods, SystemReserved: cfg.SystemReserved,
+		KubeReserved: cfg.KubeReserved, EvictionHard: cfg.EvictionHard, KubeletVersion: version.Get().GitVersion,
+		UpdateFreq: cfg.NodeStatusUpdateFreq, ReportFreq: cfg.NodeStatusReportFreq, LeaseDuration: cfg.NodeLeaseDurationSeconds},
+		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node")}
+
+	var recorder record.EventRecorder
+	if client != nil {
+		b := record.NewBroadcaster(record.WithContext(ctx))
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		defer b.Shutdown()
+		recorder = b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+	}
+	alloc := nc.Allocatable()
+	syncer := &podworker.Syncer{RT: rt, RuntimeName: runtimeName, Recorder: recorder, HostIPs: nc.HostIPs(),
+		Host: containerconfig.OSHost{}, Backoff: backoff.New(cfg.MaxContainerRestart), ImageBackoff: backoff.New(5 * time.Minute),
+		Log: log.Named("sync"), Clock: clock.RealClock{}, Allocatable: alloc,
+		Node: containerconfig.Node{Name: cfg.NodeName, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir, CgroupDriver: cfg.CgroupDriver,
+			CgroupRoot: cfg.CgroupRoot,
+			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes}}
+	sm := &status.Manager{Client: client}
+	workers := &podworker.Workers{Syncer: syncer, Status: sm, Log: log.Named("pods"),
+		Admission: func() admission.Node { return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods)} }}
+	workers.Start(ctx)
+	defer workers.Wait()
+
+	if client != nil {
+		if cfg.RegisterNode {
+			go nc.Run(ctx)
+		}
+		syncer.RuntimeClassHandler = func(ctx context.Context, name string) (string, error) {
+			rc, err := client.NodeV1().RuntimeClasses().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			return rc.Handler, nil
+		}
+		src := &podsource.APIServer{Client: client, NodeName: cfg.NodeName, Sink: workers}
+		syncer.Sources = src
+		src.Start(ctx)
+		if err := src.WaitForSync(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.StaticPodPath != "" {
+		st := &podsource.Static{Dir: cfg.StaticPodPath, NodeName: cfg.NodeName, Sink: workers, Client: client,
+			Period: cfg.FileCheckFrequency, Log: log.Named("static")}
+		if err := st.Load(); err != nil {
+			log.Warn("static pods", zap.Error(err))
+		}
+		go st.Run(ctx)
+	}
+	// Only now, with every source listed once, is an unknown Pod an orphan.
+	if err := workers.Adopt(ctx, rt); err != nil {
+		log.Warn("adopt running pods", zap.Error(err))
+	}
+	p := &pleg.PLEG{RT: rt.RuntimeService, Notify: func(uid types.UID) { workers.Trigger(uid) }, Log: log.Named("pleg")}
+	go p.Run(ctx)
+	log.Info("kubelet running", zap.String("runtime", cfg.RuntimeEndpoint), zap.Bool("standalone", client == nil))
+	<-ctx.Done()
+	return nil
+}
+
+// connect dials the CRI runtime, retrying while it is not up yet.
+func connect(ctx context.Context, log *zap.Logger, cfg *config.Config) (*runtime.Runtime, error) {
+	for attempt := 1; ; attempt++ {
+		rt, err := runtime.Connect(ctx, cfg.RuntimeEndpoint, cfg.ImageEndpoint, cfg.RuntimeRequestTimeout)
+		if err == nil {
+			return rt, nil
+		}
+		if attempt == 1 || attempt%30 == 0 {
+			log.Warn("CRI runtime not reachable; retrying", zap.String("endpoint", cfg.RuntimeEndpoint), zap.Error(err),
+				zap.String("attempt", strconv.Itoa(attempt)))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

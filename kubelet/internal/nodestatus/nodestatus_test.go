@@ -1,0 +1,129 @@
+package nodestatus
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	critest "k8s.io/cri-api/pkg/apis/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func controller(client *fake.Clientset, rs *critest.FakeRuntimeService, clk *clocktesting.FakeClock) *Controller {
+	return &Controller{
+		Cfg: Config{NodeName: "n1", NodeIPs: []net.IP{net.ParseIP("192.0.2.2")}, Labels: map[string]string{"role": "worker"},
+			Taints: []v1.Taint{{Key: "k", Effect: v1.TaintEffectNoSchedule}}, MaxPods: 110, KubeletVersion: "v1.37.2-ns",
+			EvictionHard:   map[string]string{"memory.available": "100Mi", "nodefs.available": "10%"},
+			SystemReserved: map[string]string{"cpu": "500m"}, UpdateFreq: 10 * time.Second, ReportFreq: 5 * time.Minute},
+		Client: client, Runtime: rs, Log: zap.NewNop(), Clock: clk,
+		Machine: Machine{CPUs: 2, MemoryBytes: 1 << 30, EphemeralBytes: 100 << 30, MachineID: "m", SystemUUID: "s", BootID: "b",
+			KernelVersion: "6.18", OSImage: "Debian", KubeletPort: 10250, Architecture: "amd64", OperatingSystem: "linux"},
+	}
+}
+
+func TestRegisterAndStatus(t *testing.T) {
+	client := fake.NewSimpleClientset()
+	rs := critest.NewFakeRuntimeService()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	c := controller(client, rs, clk)
+	ctx := context.Background()
+	if err := c.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := client.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.NewTime(clk.Now())
+	want := v1.NodeStatus{
+		Capacity: v1.ResourceList{v1.ResourceCPU: resource.MustParse("2"), v1.ResourceMemory: resource.MustParse("1Gi"),
+			v1.ResourceEphemeralStorage: resource.MustParse("100Gi"), v1.ResourcePods: resource.MustParse("110"),
+			"hugepages-1Gi": resource.MustParse("0"), "hugepages-2Mi": resource.MustParse("0")},
+		Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("1500m"), v1.ResourceMemory: resource.MustParse("924Mi"),
+			v1.ResourceEphemeralStorage: resource.MustParse("90Gi"), v1.ResourcePods: resource.MustParse("110"),
+			"hugepages-1Gi": resource.MustParse("0"), "hugepages-2Mi": resource.MustParse("0")},
+		Addresses:       []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.0.2.2"}, {Type: v1.NodeHostName, Address: "n1"}},
+		DaemonEndpoints: v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: 10250}},
+		NodeInfo: v1.NodeSystemInfo{MachineID: "m", SystemUUID: "s", BootID: "b", KernelVersion: "6.18", OSImage: "Debian",
+			ContainerRuntimeVersion: critest.FakeRuntimeName + "://" + critest.FakeVersion, KubeletVersion: "v1.37.2-ns",
+			OperatingSystem: "linux", Architecture: "amd64"},
+		Conditions: []v1.NodeCondition{
+			{Type: v1.NodeMemoryPressure, Status: v1.ConditionFalse, Reason: "KubeletHasSufficientMemory", Message: "kubelet has sufficient memory available", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: v1.NodeDiskPressure, Status: v1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", Message: "kubelet has no disk pressure", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: v1.NodePIDPressure, Status: v1.ConditionFalse, Reason: "KubeletHasSufficientPID", Message: "kubelet has sufficient PID available", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: v1.NodeReady, Status: v1.ConditionTrue, Reason: "KubeletReady", Message: "kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now},
+		},
+	}
+	if d := cmp.Diff(want, n.Status); d != "" {
+		t.Errorf("status (-want +got):\n%s", d)
+	}
+	if n.Labels["role"] != "worker" || n.Labels[v1.LabelHostname] != "n1" || len(n.Spec.Taints) != 1 {
+		t.Errorf("labels %v taints %v", n.Labels, n.Spec.Taints)
+	}
+
+	// The network goes down: Ready turns False with the runtime's reason.
+	rs.FakeStatus = &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+		{Type: runtimeapi.RuntimeReady, Status: true}, {Type: runtimeapi.NetworkReady, Status: false, Reason: "NetworkPluginNotReady", Message: "cni not initialized"}}}
+	clk.Step(10 * time.Second)
+	if err := c.Update(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	n, _ = client.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	ready := n.Status.Conditions[3]
+	if ready.Status != v1.ConditionFalse || ready.Reason != "KubeletNotReady" ||
+		ready.Message != "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni not initialized" {
+		t.Errorf("ready = %+v", ready)
+	}
+
+	// Deleted Node: registered again.
+	if err := client.CoreV1().Nodes().Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Update(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{}); err != nil {
+		t.Errorf("not re-registered: %v", err)
+	}
+}
+
+func TestUpdateSkipsUnchangedUntilReportPeriod(t *testing.T) {
+	client := fake.NewSimpleClientset()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	c := controller(client, critest.NewFakeRuntimeService(), clk)
+	ctx := context.Background()
+	if err := c.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Update(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	clk.Step(10 * time.Second)
+	_ = c.Update(ctx, false)
+	if count() != before {
+		t.Errorf("unchanged status written before the report period")
+	}
+	clk.Step(5 * time.Minute)
+	_ = c.Update(ctx, false)
+	if count() != before+1 {
+		t.Errorf("status not reported after the report period")
+	}
+}

@@ -1,0 +1,551 @@
+// Package podworker runs one serialized worker per Pod that compares the
+// Pod's spec with what the CRI runtime reports and acts: sandbox, images,
+// init containers, sidecars, app containers, restarts with back-off, and
+// termination with preStop hooks and grace periods.
+package podworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
+	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
+	"github.com/nodesuite/nodesuite/kubelet/internal/gc"
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+)
+
+// Errors that become container waiting reasons.
+var (
+	ErrCrashLoopBackOff = errors.New(status.CrashLoopBackOff)
+	ErrImagePullBackOff = errors.New(status.ImagePullBackOff)
+	ErrImagePull        = errors.New(status.ErrImagePull)
+	ErrImageNeverPull   = errors.New("ErrImageNeverPull")
+)
+
+// Syncer holds what syncing a Pod needs; one Syncer serves all workers.
+type Syncer struct {
+	RT           *runtime.Runtime
+	RuntimeName  string
+	Sources      containerconfig.Sources // nil when standalone
+	Recorder     record.EventRecorder
+	Node         containerconfig.Node
+	HostIPs      []string
+	Host         containerconfig.Host
+	Backoff      *flowcontrol.Backoff
+	ImageBackoff *flowcontrol.Backoff
+	Log          *zap.Logger
+	Clock        clock.Clock
+	Allocatable  v1.ResourceList
+	// RuntimeClassHandler maps a RuntimeClass name to its CRI handler; nil
+	// (standalone) uses the name as the handler.
+	RuntimeClassHandler func(ctx context.Context, name string) (string, error)
+
+	mu      sync.Mutex
+	reasons map[types.UID]map[string]status.Reason
+	pullMu  sync.Mutex // serializeImagePulls
+}
+
+// Result tells the worker what happened.
+type Result struct {
+	// Requeue asks for another sync after this long (back-off expiry); zero waits for an event.
+	Requeue time.Duration
+	// Terminal means no container of the Pod will run again.
+	Terminal bool
+	// Reason and Message are set on the Pod status when the kubelet failed it (DeadlineExceeded).
+	Reason, Message string
+	// Runtime is what the runtime held after the sync.
+	Runtime *runtime.Pod
+}
+
+func (s *Syncer) setReason(uid types.UID, name string, r *status.Reason) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reasons == nil {
+		s.reasons = map[types.UID]map[string]status.Reason{}
+	}
+	if r == nil {
+		delete(s.reasons[uid], name)
+		return
+	}
+	if s.reasons[uid] == nil {
+		s.reasons[uid] = map[string]status.Reason{}
+	}
+	s.reasons[uid][name] = *r
+}
+
+// Reasons returns a copy of the waiting reasons of the Pod's containers.
+func (s *Syncer) Reasons(uid types.UID) map[string]status.Reason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]status.Reason{}
+	for k, v := range s.reasons[uid] {
+		out[k] = v
+	}
+	return out
+}
+
+// Forget drops what the Syncer keeps for a Pod that is gone.
+func (s *Syncer) Forget(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reasons, uid)
+}
+
+func (s *Syncer) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock.Now()
+}
+
+func ref(pod *v1.Pod, c *v1.Container, init bool) *v1.ObjectReference {
+	r := &v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		ResourceVersion: pod.ResourceVersion}
+	if c != nil {
+		if init {
+			r.FieldPath = fmt.Sprintf("spec.initContainers{%s}", c.Name)
+		} else {
+			r.FieldPath = fmt.Sprintf("spec.containers{%s}", c.Name)
+		}
+	}
+	return r
+}
+
+func (s *Syncer) event(obj *v1.ObjectReference, typ, reason, format string, args ...any) {
+	if s.Recorder != nil {
+		s.Recorder.Eventf(obj, typ, reason, format, args...)
+	}
+}
+
+func formatPod(pod *v1.Pod) string { return fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID) }
+
+// SyncPod drives a live (not deleted) Pod one step towards its spec.
+func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
+	rp, err := s.RT.GetPod(ctx, pod.UID)
+	if err != nil {
+		return Result{Requeue: time.Second}, err
+	}
+	res := Result{Runtime: rp}
+	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		return s.finish(ctx, pod, rp, res)
+	}
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil && pod.Status.StartTime != nil &&
+		s.now().Sub(pod.Status.StartTime.Time) >= time.Duration(*d)*time.Second {
+		res.Reason, res.Message = "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+		s.event(ref(pod, nil, false), v1.EventTypeNormal, "DeadlineExceeded", "%s", res.Message)
+		return s.finish(ctx, pod, rp, res)
+	}
+	sb := rp.ActiveSandbox()
+	if sb == nil {
+		if len(rp.Sandboxes) > 0 && pod.Spec.RestartPolicy == v1.RestartPolicyNever && len(rp.Containers) > 0 {
+			// Upstream does not recreate the sandbox of a Never Pod whose containers ran.
+			return s.finish(ctx, pod, rp, res)
+		}
+		if err := s.killContainers(ctx, pod, rp, 0); err != nil {
+			return res, err
+		}
+		if err := s.createSandbox(ctx, pod, rp); err != nil {
+			return Result{Requeue: backoff.Initial, Runtime: rp}, err
+		}
+		if rp, err = s.RT.GetPod(ctx, pod.UID); err != nil {
+			return res, err
+		}
+		res.Runtime = rp
+		if sb = rp.ActiveSandbox(); sb == nil {
+			return Result{Requeue: time.Second, Runtime: rp}, errors.New("sandbox not ready after creation")
+		}
+	}
+	sbCfg, err := containerconfig.SandboxConfig(pod, sb.Metadata.GetAttempt(), s.Node)
+	if err != nil {
+		return res, err
+	}
+	var podIPs []string
+	if pod.Spec.HostNetwork {
+		podIPs = s.HostIPs
+	} else if sb.Network != nil && sb.Network.Ip != "" {
+		podIPs = append(podIPs, sb.Network.Ip)
+		for _, a := range sb.Network.AdditionalIps {
+			podIPs = append(podIPs, a.Ip)
+		}
+	}
+	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs}
+	return sc.run(ctx)
+}
+
+type podSync struct {
+	s       *Syncer
+	pod     *v1.Pod
+	rp      *runtime.Pod
+	sbID    string
+	sbCfg   *runtimeapi.PodSandboxConfig
+	podIPs  []string
+	requeue time.Duration
+	errs    []error
+}
+
+func (p *podSync) latest(name string) *runtime.Container {
+	for _, c := range p.rp.Containers {
+		if c.Name == name && c.SandboxID == p.sbID {
+			return c
+		}
+	}
+	return nil
+}
+
+func (p *podSync) wait(d time.Duration) {
+	if d > 0 && (p.requeue == 0 || d < p.requeue) {
+		p.requeue = d
+	}
+}
+
+func (p *podSync) run(ctx context.Context) (Result, error) {
+	pod := p.pod
+	// Once a regular container exists, initialization is over, even if the
+	// init containers were garbage-collected since (upstream does the same).
+	appCreated := false
+	for _, c := range pod.Spec.Containers {
+		appCreated = appCreated || p.latest(c.Name) != nil
+	}
+	// Init containers, in order; sidecars are started and kept running.
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		l := p.latest(c.Name)
+		if !status.IsSidecar(c) && appCreated {
+			continue
+		}
+		if status.IsSidecar(c) {
+			if l == nil || l.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+				if !p.start(ctx, c, true, l) {
+					return p.result()
+				}
+			}
+			continue
+		}
+		switch {
+		case l == nil:
+			p.start(ctx, c, true, nil)
+			return p.result()
+		case l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING, l.Status.State == runtimeapi.ContainerState_CONTAINER_CREATED:
+			return p.result() // wait for it
+		case l.Status.ExitCode == 0:
+			continue
+		case status.ShouldRestart(c, pod.Spec.RestartPolicy, l.Status.ExitCode):
+			p.start(ctx, c, true, l)
+			return p.result()
+		default:
+			res, err := p.s.finish(ctx, pod, p.rp, Result{})
+			return res, errors.Join(append(p.errs, err)...)
+		}
+	}
+	done := 0
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		l := p.latest(c.Name)
+		switch {
+		case l == nil:
+			p.start(ctx, c, false, nil)
+		case l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING:
+			if l.Hash != 0 && l.Hash != runtime.HashContainer(c) {
+				p.s.event(ref(pod, c, false), v1.EventTypeNormal, "Killing", "Container %s definition changed, will be restarted", c.Name)
+				p.errs = append(p.errs, p.s.stopContainer(ctx, pod, c, l, gracePeriod(pod)))
+				p.wait(time.Second)
+			}
+		case l.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED:
+			if status.ShouldRestart(c, pod.Spec.RestartPolicy, l.Status.ExitCode) {
+				p.start(ctx, c, false, l)
+			} else {
+				done++
+			}
+		default: // created but never started, or unknown: replace it
+			_ = p.s.RT.RemoveContainer(ctx, l.Status.Id)
+			p.wait(time.Second)
+		}
+	}
+	if done == len(pod.Spec.Containers) && pod.Spec.RestartPolicy != v1.RestartPolicyAlways {
+		res, err := p.s.finish(ctx, pod, p.rp, Result{})
+		return res, errors.Join(append(p.errs, err)...)
+	}
+	return p.result()
+}
+
+// result re-reads the runtime so the status reflects what this sync
+// started, and collects the Pod's dead containers and sandboxes.
+func (p *podSync) result() (Result, error) {
+	rp := p.rp
+	if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
+		rp = nrp
+		if err := gc.Prune(context.Background(), p.s.RT, rp); err != nil {
+			p.s.Log.Debug("gc", zap.Error(err))
+		} else if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
+			rp = nrp
+		}
+	}
+	return Result{Requeue: p.requeue, Runtime: rp}, errors.Join(p.errs...)
+}
+
+// start starts c unless it is in back-off; it tells whether c now runs.
+func (p *podSync) start(ctx context.Context, c *v1.Container, init bool, last *runtime.Container) bool {
+	s, pod := p.s, p.pod
+	if last != nil && last.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		key := backoff.Key(pod, c)
+		ts := time.Unix(0, last.Status.FinishedAt)
+		if s.Backoff.IsInBackOffSince(key, ts) {
+			d := s.Backoff.Get(key)
+			s.event(ref(pod, c, init), v1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s", c.Name, formatPod(pod))
+			s.setReason(pod.UID, c.Name, &status.Reason{Reason: status.CrashLoopBackOff,
+				Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", d, c.Name, formatPod(pod))})
+			p.wait(time.Until(ts.Add(d)) + 100*time.Millisecond)
+			return false
+		}
+		s.Backoff.Next(key, ts)
+	}
+	if err := s.startContainer(ctx, p, c, init); err != nil {
+		p.errs = append(p.errs, err)
+		p.wait(time.Second)
+		return false
+	}
+	s.setReason(pod.UID, c.Name, nil)
+	return true
+}
+
+func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container, init bool) error {
+	pod := p.pod
+	r := ref(pod, c, init)
+	fail := func(reason string, err error) error {
+		s.setReason(pod.UID, c.Name, &status.Reason{Reason: reason, Message: err.Error()})
+		return fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	imageRef, err := s.ensureImage(ctx, pod, c, r)
+	if err != nil {
+		reason := status.ErrImagePull
+		switch {
+		case errors.Is(err, ErrImagePullBackOff):
+			reason = status.ImagePullBackOff
+		case errors.Is(err, ErrImageNeverPull):
+			reason = "ErrImageNeverPull"
+		}
+		return fail(reason, err)
+	}
+	env, err := containerconfig.Env(ctx, s.Sources, pod, c, containerconfig.PodEnv{NodeName: s.Node.Name, HostIPs: s.HostIPs,
+		PodIPs: p.podIPs, NodeAllocatable: s.Allocatable})
+	if err != nil {
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+		return fail(status.CreateConfigErr, err)
+	}
+	vols, unsupported, err := containerconfig.VolumeHostPaths(s.Host, s.Node.RootDir, pod)
+	if err != nil {
+		return fail(status.CreateConfigErr, err)
+	}
+	for _, m := range c.VolumeMounts {
+		for _, u := range unsupported {
+			if m.Name == u {
+				s.Log.Warn("volume not mounted: type not supported yet", zap.String("pod", formatPod(pod)), zap.String("volume", u))
+			}
+		}
+	}
+	restarts := 0
+	if l := p.rp.Latest(c.Name); l != nil {
+		restarts = l.RestartCount + 1
+	}
+	cfg, err := containerconfig.ContainerConfig(s.Host, containerconfig.ContainerInput{Pod: pod, Container: c,
+		RestartCount: restarts, Env: env, ImageRef: imageRef, Volumes: vols, Node: s.Node})
+	if err != nil {
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+		return fail(status.CreateConfigErr, err)
+	}
+	if err := s.Host.MkdirAll(filepath.Join(p.sbCfg.LogDirectory, c.Name), 0o755); err != nil {
+		return fail(status.CreateContainerErr, err)
+	}
+	id, err := s.RT.CreateContainer(ctx, p.sbID, cfg, p.sbCfg)
+	if err != nil {
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+		return fail(status.CreateContainerErr, err)
+	}
+	s.event(r, v1.EventTypeNormal, "Created", "Container created")
+	if err := s.RT.StartContainer(ctx, id); err != nil {
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+		return fail(status.RunContainerErr, err)
+	}
+	s.event(r, v1.EventTypeNormal, "Started", "Container started")
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		if msg, err := s.runHook(ctx, pod, id, p.podIPs, c.Lifecycle.PostStart, gracePeriod(pod)); err != nil {
+			s.event(r, v1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: %s", msg)
+			_ = s.RT.StopContainer(ctx, id, gracePeriod(pod))
+			return fail("PostStartHookError", err)
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod) error {
+	var attempt uint32
+	if len(rp.Sandboxes) > 0 {
+		attempt = rp.Sandboxes[0].Metadata.GetAttempt() + 1
+	}
+	cfg, err := containerconfig.SandboxConfig(pod, attempt, s.Node)
+	if err != nil {
+		return err
+	}
+	handler := ""
+	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
+		handler = *rc
+		if s.RuntimeClassHandler != nil {
+			h, err := s.RuntimeClassHandler(ctx, *rc)
+			if err != nil {
+				s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+				return fmt.Errorf("runtime class %q: %w", *rc, err)
+			}
+			handler = h
+		}
+	}
+	if err := s.Host.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+		return fmt.Errorf("pod log dir: %w", err)
+	}
+	if _, err := s.RT.RunPodSandbox(ctx, cfg, handler); err != nil {
+		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+		return fmt.Errorf("run sandbox: %w", err)
+	}
+	return nil
+}
+
+// gracePeriod is the Pod's current termination grace in seconds.
+func gracePeriod(pod *v1.Pod) int64 {
+	if pod.DeletionGracePeriodSeconds != nil {
+		return *pod.DeletionGracePeriodSeconds
+	}
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		return *pod.Spec.TerminationGracePeriodSeconds
+	}
+	return v1.DefaultTerminationGracePeriodSeconds
+}
+
+// finish stops every container and the sandbox of a Pod that will run no more.
+func (s *Syncer) finish(ctx context.Context, pod *v1.Pod, rp *runtime.Pod, res Result) (Result, error) {
+	res.Terminal = true
+	res.Runtime = rp
+	err := s.KillPod(ctx, pod, rp, gracePeriod(pod))
+	if nrp, gerr := s.RT.GetPod(ctx, pod.UID); gerr == nil {
+		res.Runtime = nrp
+	}
+	return res, err
+}
+
+// KillPod runs preStop hooks and stops all containers within grace seconds,
+// then stops the sandboxes. pod may be a stand-in built from runtime labels.
+func (s *Syncer) KillPod(ctx context.Context, pod *v1.Pod, rp *runtime.Pod, grace int64) error {
+	err := s.killContainers(ctx, pod, rp, grace)
+	for _, sb := range rp.Sandboxes {
+		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			if serr := s.RT.StopPodSandbox(ctx, sb.Id); serr != nil {
+				err = errors.Join(err, fmt.Errorf("stop sandbox %s: %w", sb.Id, serr))
+			}
+		}
+	}
+	return err
+}
+
+func (s *Syncer) killContainers(ctx context.Context, pod *v1.Pod, rp *runtime.Pod, grace int64) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(rp.Containers))
+	for _, l := range rp.Containers {
+		if l.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING && l.Status.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+			continue
+		}
+		c := specOf(pod, l.Name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.stopContainer(ctx, pod, c, l, grace)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+func specOf(pod *v1.Pod, name string) *v1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	return &v1.Container{Name: name}
+}
+
+// minGrace is what a container gets after its preStop hook, as upstream.
+const minGrace = 2
+
+func (s *Syncer) stopContainer(ctx context.Context, pod *v1.Pod, c *v1.Container, l *runtime.Container, grace int64) error {
+	s.event(ref(pod, c, isInit(pod, c.Name)), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && grace > 0 && l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		start := s.now()
+		var ips []string
+		if rp, err := s.RT.GetPod(ctx, pod.UID); err == nil {
+			if sb := rp.ActiveSandbox(); sb != nil && sb.Network != nil {
+				ips = []string{sb.Network.Ip}
+			}
+		}
+		if msg, err := s.runHook(ctx, pod, l.Status.Id, ips, c.Lifecycle.PreStop, grace); err != nil {
+			s.event(ref(pod, c, false), v1.EventTypeWarning, "FailedPreStopHook", "PreStopHook failed: %s", msg)
+		}
+		grace -= int64(s.now().Sub(start).Seconds())
+		if grace < minGrace {
+			grace = minGrace
+		}
+	}
+	if err := s.RT.StopContainer(ctx, l.Status.Id, grace); err != nil {
+		return fmt.Errorf("stop container %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+func isInit(pod *v1.Pod, name string) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// RemovePod removes everything the runtime holds for a Pod that is gone,
+// and its files under the root dir.
+func (s *Syncer) RemovePod(ctx context.Context, rp *runtime.Pod) error {
+	var err error
+	for _, sb := range rp.Sandboxes {
+		if rerr := s.RT.RemovePodSandbox(ctx, sb.Id); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	for _, c := range rp.Containers {
+		_ = s.RT.RemoveContainer(ctx, c.Status.Id) // gone with its sandbox already, usually
+	}
+	if s.Node.RootDir != "" && rp.UID != "" {
+		_ = os.RemoveAll(filepath.Join(s.Node.RootDir, "pods", string(rp.UID)))
+	}
+	s.Forget(rp.UID)
+	return err
+}

@@ -1,0 +1,266 @@
+package podworker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	critest "k8s.io/cri-api/pkg/apis/testing"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
+	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+)
+
+type fixture struct {
+	rs       *critest.FakeRuntimeService
+	is       *critest.FakeImageService
+	syncer   *Syncer
+	recorder *record.FakeRecorder
+}
+
+func newFixture(t *testing.T) *fixture {
+	rs, is := critest.NewFakeRuntimeService(), critest.NewFakeImageService()
+	rec := record.NewFakeRecorder(1000)
+	dir := t.TempDir()
+	return &fixture{rs: rs, is: is, recorder: rec, syncer: &Syncer{
+		RT: &runtime.Runtime{RuntimeService: rs, ImageManagerService: is}, RuntimeName: "fake", Recorder: rec,
+		Node:    containerconfig.Node{Name: "node1", RootDir: dir, PodLogsDir: dir + "/logs", CgroupDriver: "cgroupfs"},
+		HostIPs: []string{"192.0.2.10"}, Host: containerconfig.OSHost{}, Backoff: backoff.New(5 * time.Minute),
+		ImageBackoff: backoff.New(5 * time.Minute), Log: zap.NewNop()}}
+}
+
+func testPod(policy v1.RestartPolicy, init []v1.Container, cs ...v1.Container) *v1.Pod {
+	return &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-1"},
+		Spec: v1.PodSpec{RestartPolicy: policy, InitContainers: init, Containers: cs, DNSPolicy: v1.DNSDefault}}
+}
+
+func ctr(name string) v1.Container {
+	return v1.Container{Name: name, Image: "registry.k8s.io/e2e-test-images/busybox:1.37.0-2", ImagePullPolicy: v1.PullIfNotPresent}
+}
+
+// exit marks the newest instance of a container exited with code.
+func (f *fixture) exit(t *testing.T, name string, code int32) {
+	t.Helper()
+	f.rs.Lock()
+	defer f.rs.Unlock()
+	var newest *critest.FakeContainer
+	for _, c := range f.rs.Containers {
+		if c.Metadata.Name == name && (newest == nil || c.CreatedAt > newest.CreatedAt) {
+			newest = c
+		}
+	}
+	if newest == nil {
+		t.Fatalf("no container %s", name)
+	}
+	newest.State, newest.ExitCode, newest.FinishedAt = runtimeapi.ContainerState_CONTAINER_EXITED, code, time.Now().UnixNano()
+	newest.Reason = "Completed"
+	if code != 0 {
+		newest.Reason = "Error"
+	}
+}
+
+// states summarizes the runtime: container name -> states of its instances, oldest first.
+func (f *fixture) states(t *testing.T) map[string][]string {
+	t.Helper()
+	rp, err := f.syncer.RT.GetPod(context.Background(), "uid-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for i := len(rp.Containers) - 1; i >= 0; i-- {
+		c := rp.Containers[i]
+		out[c.Name] = append(out[c.Name], c.Status.State.String())
+	}
+	for i := len(rp.Sandboxes) - 1; i >= 0; i-- {
+		out["sandbox"] = append(out["sandbox"], rp.Sandboxes[i].State.String())
+	}
+	return out
+}
+
+func (f *fixture) sync(t *testing.T, pod *v1.Pod) Result {
+	t.Helper()
+	res, _ := f.syncer.SyncPod(context.Background(), pod)
+	return res
+}
+
+const (
+	running = "CONTAINER_RUNNING"
+	exited  = "CONTAINER_EXITED"
+	ready   = "SANDBOX_READY"
+	notRdy  = "SANDBOX_NOTREADY"
+)
+
+func TestSyncInitThenAppContainers(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	pod := testPod(v1.RestartPolicyAlways, []v1.Container{ctr("init1"), ctr("init2")}, ctr("a"), ctr("b"))
+	steps := []struct {
+		do   func()
+		want map[string][]string
+	}{
+		{func() {}, map[string][]string{"sandbox": {ready}, "init1": {running}}},
+		{func() { f.exit(t, "init1", 0) }, map[string][]string{"sandbox": {ready}, "init1": {exited}, "init2": {running}}},
+		{func() { f.exit(t, "init2", 0) }, map[string][]string{"sandbox": {ready}, "init1": {exited}, "init2": {exited}, "a": {running}, "b": {running}}},
+		{func() {}, map[string][]string{"sandbox": {ready}, "init1": {exited}, "init2": {exited}, "a": {running}, "b": {running}}},
+	}
+	for i, s := range steps {
+		s.do()
+		f.sync(t, pod)
+		if d := cmp.Diff(s.want, f.states(t)); d != "" {
+			t.Fatalf("step %d (-want +got):\n%s", i, d)
+		}
+	}
+	// Upstream's label and annotation keys, so either kubelet adopts the other's containers.
+	f.rs.Lock()
+	var a *critest.FakeContainer
+	for _, c := range f.rs.Containers {
+		if c.Metadata.Name == "a" {
+			a = c
+		}
+	}
+	f.rs.Unlock()
+	wantLabels := map[string]string{"io.kubernetes.pod.name": "p", "io.kubernetes.pod.namespace": "ns",
+		"io.kubernetes.pod.uid": "uid-1", "io.kubernetes.container.name": "a"}
+	if d := cmp.Diff(wantLabels, a.Labels); d != "" {
+		t.Errorf("labels (-want +got):\n%s", d)
+	}
+	if a.Annotations["io.kubernetes.container.restartCount"] != "0" || a.Annotations["io.kubernetes.container.hash"] == "" {
+		t.Errorf("annotations: %v", a.Annotations)
+	}
+}
+
+func TestRestartWithBackOffAndCrashLoop(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	f.sync(t, pod)
+	f.exit(t, "a", 1)
+	f.sync(t, pod) // first restart is immediate (back-off starts at the exit)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {exited, running}}, f.states(t)); d != "" {
+		t.Fatalf("after first exit (-want +got):\n%s", d)
+	}
+	f.exit(t, "a", 1)
+	res := f.sync(t, pod) // now in back-off: nothing starts; GC keeps one dead instance
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {exited}}, f.states(t)); d != "" {
+		t.Fatalf("in back-off (-want +got):\n%s", d)
+	}
+	if res.Requeue <= 0 || res.Requeue > backoff.Initial+time.Second {
+		t.Errorf("requeue = %v, want about the back-off", res.Requeue)
+	}
+	st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, RuntimeName: "fake", Reasons: f.syncer.Reasons(pod.UID), Now: time.Now()})
+	cs := st.ContainerStatuses[0]
+	if cs.State.Waiting == nil || cs.State.Waiting.Reason != status.CrashLoopBackOff || cs.RestartCount != 1 ||
+		cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ExitCode != 1 {
+		t.Errorf("status = %+v", cs)
+	}
+	if st.Phase != v1.PodRunning {
+		t.Errorf("phase = %s, want Running", st.Phase)
+	}
+}
+
+func TestNeverPolicyFinishes(t *testing.T) {
+	for _, tc := range []struct {
+		code  int32
+		phase v1.PodPhase
+	}{{0, v1.PodSucceeded}, {3, v1.PodFailed}} {
+		f := newFixture(t)
+		f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+		pod := testPod(v1.RestartPolicyNever, nil, ctr("a"))
+		f.sync(t, pod)
+		f.exit(t, "a", tc.code)
+		res := f.sync(t, pod)
+		if !res.Terminal {
+			t.Fatalf("exit %d: not terminal", tc.code)
+		}
+		if d := cmp.Diff(map[string][]string{"sandbox": {notRdy}, "a": {exited}}, f.states(t)); d != "" {
+			t.Fatalf("exit %d (-want +got):\n%s", tc.code, d)
+		}
+		st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, RuntimeName: "fake", Terminal: true, Now: time.Now()})
+		if st.Phase != tc.phase {
+			t.Errorf("exit %d: phase %s, want %s", tc.code, st.Phase, tc.phase)
+		}
+	}
+}
+
+func TestImagePullAndNeverPull(t *testing.T) {
+	f := newFixture(t)
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	f.sync(t, pod)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {running}}, f.states(t)); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+	var pulled bool
+	for _, c := range f.is.Called {
+		pulled = pulled || c == "PullImage"
+	}
+	if !pulled {
+		t.Errorf("image not pulled: %v", f.is.Called)
+	}
+
+	f2 := newFixture(t)
+	c := ctr("a")
+	c.ImagePullPolicy = v1.PullNever
+	pod2 := testPod(v1.RestartPolicyAlways, nil, c)
+	res := f2.sync(t, pod2)
+	st := status.Compute(status.Input{Pod: pod2, Runtime: res.Runtime, Reasons: f2.syncer.Reasons(pod2.UID), Now: time.Now()})
+	if w := st.ContainerStatuses[0].State.Waiting; w == nil || w.Reason != "ErrImageNeverPull" {
+		t.Errorf("state = %+v", st.ContainerStatuses[0].State)
+	}
+}
+
+func TestKillPodStopsEverything(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"), ctr("b"))
+	res := f.sync(t, pod)
+	if err := f.syncer.KillPod(context.Background(), pod, res.Runtime, 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[string][]string{"sandbox": {notRdy}, "a": {exited}, "b": {exited}}, f.states(t)); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+	rp, _ := f.syncer.RT.GetPod(context.Background(), pod.UID)
+	if err := f.syncer.RemovePod(context.Background(), rp); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[string][]string{}, f.states(t)); d != "" {
+		t.Fatalf("after remove (-want +got):\n%s", d)
+	}
+	_ = types.UID("")
+}
+
+func TestSidecarKeptRunningAndStoppedWithPod(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	always := v1.ContainerRestartPolicyAlways
+	side := ctr("side")
+	side.RestartPolicy = &always
+	pod := testPod(v1.RestartPolicyNever, []v1.Container{side, ctr("init")}, ctr("a"))
+	f.sync(t, pod)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "side": {running}, "init": {running}}, f.states(t)); d != "" {
+		t.Fatalf("sidecar then init (-want +got):\n%s", d)
+	}
+	f.exit(t, "init", 0)
+	f.exit(t, "side", 1) // a sidecar that dies is restarted even under restartPolicy Never
+	f.sync(t, pod)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "side": {exited, running}, "init": {exited}, "a": {running}}, f.states(t)); d != "" {
+		t.Fatalf("app started, sidecar restarted (-want +got):\n%s", d)
+	}
+	f.exit(t, "a", 0)
+	res := f.sync(t, pod)
+	if !res.Terminal {
+		t.Fatal("pod with finished app containers not terminal")
+	}
+	if d := cmp.Diff(map[string][]string{"sandbox": {notRdy}, "side": {exited, exited}, "init": {exited}, "a": {exited}}, f.states(t)); d != "" {
+		t.Fatalf("sidecar stopped with the pod (-want +got):\n%s", d)
+	}
+}

@@ -1,0 +1,316 @@
+package podworker
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
+	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+)
+
+// StatusWriter is the status manager seen by the workers.
+type StatusWriter interface {
+	Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) error
+	Last(uid types.UID) (v1.PodStatus, bool)
+	Forget(uid types.UID)
+	FinishDeletion(ctx context.Context, pod *v1.Pod) error
+}
+
+// Workers runs one goroutine per Pod; each serializes that Pod's syncs.
+type Workers struct {
+	Syncer    *Syncer
+	Status    StatusWriter
+	Admission func() admission.Node
+	Log       *zap.Logger
+	// Resync is how often a Pod is synced without an event.
+	Resync time.Duration
+
+	ctx     context.Context
+	mu      sync.Mutex
+	pods    map[types.UID]*v1.Pod
+	workers map[types.UID]chan struct{}
+	wg      sync.WaitGroup
+}
+
+// Start sets the context every worker runs under.
+func (w *Workers) Start(ctx context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ctx = ctx
+	if w.pods == nil {
+		w.pods = map[types.UID]*v1.Pod{}
+		w.workers = map[types.UID]chan struct{}{}
+	}
+	if w.Resync == 0 {
+		w.Resync = 10 * time.Second
+	}
+}
+
+// Wait waits for every worker to return (after the context ends).
+func (w *Workers) Wait() { w.wg.Wait() }
+
+// Update is called with every version of a Pod bound to this node.
+func (w *Workers) Update(pod *v1.Pod) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, running := w.workers[pod.UID]; !running {
+		if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+			if _, known := w.pods[pod.UID]; !known && pod.DeletionTimestamp == nil {
+				// Finished before we saw it: a worker still cleans up what runs.
+				w.pods[pod.UID] = pod
+				w.startLocked(pod.UID)
+				return
+			}
+		}
+		if pod.DeletionTimestamp == nil && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed {
+			if r := w.admit(pod); !r.Admit {
+				w.reject(pod, r)
+				return
+			}
+		}
+		w.pods[pod.UID] = pod
+		w.startLocked(pod.UID)
+		return
+	}
+	w.pods[pod.UID] = pod
+	w.triggerLocked(pod.UID)
+}
+
+func (w *Workers) admit(pod *v1.Pod) admission.Result {
+	if w.Admission == nil {
+		return admission.Result{Admit: true}
+	}
+	var active []*v1.Pod
+	for _, p := range w.pods {
+		if p.Status.Phase != v1.PodSucceeded && p.Status.Phase != v1.PodFailed && p.UID != pod.UID {
+			active = append(active, p)
+		}
+	}
+	return admission.Admit(w.Admission(), active, pod)
+}
+
+func (w *Workers) reject(pod *v1.Pod, r admission.Result) {
+	msg := "Pod was rejected: " + r.Message
+	w.Log.Info("pod rejected", zap.String("pod", formatPod(pod)), zap.String("reason", r.Reason))
+	w.Syncer.event(ref(pod, nil, false), v1.EventTypeWarning, r.Reason, "%s", msg)
+	st := pod.Status.DeepCopy()
+	st.Phase, st.Reason, st.Message = v1.PodFailed, r.Reason, msg
+	go func() {
+		if err := w.Status.Set(w.ctx, pod, *st); err != nil {
+			w.Log.Warn("reject pod", zap.Error(err))
+		}
+	}()
+}
+
+// Remove is called when a Pod is gone from its source (deleted for good).
+func (w *Workers) Remove(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.pods, uid)
+	if _, ok := w.workers[uid]; ok {
+		w.triggerLocked(uid)
+		return
+	}
+	// An orphan the runtime still holds (found by the PLEG or on start).
+	w.startLocked(uid)
+}
+
+// Trigger asks the Pod's worker to sync now (PLEG events).
+func (w *Workers) Trigger(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.workers[uid]; ok {
+		w.triggerLocked(uid)
+		return
+	}
+	if _, known := w.pods[uid]; !known {
+		w.startLocked(uid) // orphan: the worker kills and removes it
+	}
+}
+
+// Known tells whether a Pod UID is desired (in a source).
+func (w *Workers) Known(uid types.UID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.pods[uid]
+	return ok
+}
+
+// Active returns the admitted, non-terminal Pods sorted by name.
+func (w *Workers) Active() []*v1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*v1.Pod
+	for _, p := range w.pods {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
+	return out
+}
+
+func (w *Workers) triggerLocked(uid types.UID) {
+	select {
+	case w.workers[uid] <- struct{}{}:
+	default: // a sync is already pending; it will read the newest Pod
+	}
+}
+
+func (w *Workers) startLocked(uid types.UID) {
+	if w.ctx == nil {
+		return
+	}
+	ch := make(chan struct{}, 1)
+	ch <- struct{}{}
+	w.workers[uid] = ch
+	w.wg.Add(1)
+	go w.run(uid, ch)
+}
+
+func (w *Workers) run(uid types.UID, ch chan struct{}) {
+	defer w.wg.Done()
+	ctx := w.ctx
+	timer := time.NewTimer(w.Resync)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-timer.C:
+		}
+		w.mu.Lock()
+		pod, present := w.pods[uid]
+		w.mu.Unlock()
+		next := w.Resync
+		if !present {
+			if w.cleanup(ctx, uid) {
+				return
+			}
+			next = time.Second
+		} else {
+			next = w.sync(ctx, pod)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// cleanup kills and removes an orphan; true once the worker may end.
+func (w *Workers) cleanup(ctx context.Context, uid types.UID) bool {
+	s := w.Syncer
+	rp, err := s.RT.GetPod(ctx, uid)
+	if err != nil {
+		w.Log.Warn("orphan cleanup", zap.String("uid", string(uid)), zap.Error(err))
+		return false
+	}
+	stand := &v1.Pod{ObjectMeta: metav1.ObjectMeta{UID: uid, Name: rp.Name, Namespace: rp.Namespace}}
+	if err := s.KillPod(ctx, stand, rp, minGrace); err != nil {
+		w.Log.Warn("kill orphan", zap.String("uid", string(uid)), zap.Error(err))
+		return false
+	}
+	if err := s.RemovePod(ctx, rp); err != nil {
+		w.Log.Warn("remove orphan", zap.String("uid", string(uid)), zap.Error(err))
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, back := w.pods[uid]; back {
+		return false
+	}
+	delete(w.workers, uid)
+	w.Status.Forget(uid)
+	return true
+}
+
+func (w *Workers) sync(ctx context.Context, pod *v1.Pod) time.Duration {
+	s := w.Syncer
+	log := w.Log.With(zap.String("pod", formatPod(pod)))
+	// Work on the status we wrote last: the informer's copy may lag behind.
+	pod = pod.DeepCopy()
+	if last, ok := w.Status.Last(pod.UID); ok {
+		pod.Status = last
+	}
+	var res Result
+	var err error
+	if pod.DeletionTimestamp != nil {
+		rp, gerr := s.RT.GetPod(ctx, pod.UID)
+		if gerr != nil {
+			log.Warn("get runtime pod", zap.Error(gerr))
+			return time.Second
+		}
+		res, err = s.finish(ctx, pod, rp, Result{})
+	} else {
+		res, err = s.SyncPod(ctx, pod)
+	}
+	if err != nil {
+		log.Info("sync", zap.Error(err))
+	}
+	next := w.Resync
+	if res.Requeue > 0 && res.Requeue < next {
+		next = res.Requeue
+	}
+	if res.Runtime == nil {
+		return next
+	}
+	st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, RuntimeName: s.RuntimeName,
+		Reasons: s.Reasons(pod.UID), HostIPs: s.HostIPs, Terminal: res.Terminal, Now: s.now()})
+	if res.Reason != "" {
+		st.Phase, st.Reason, st.Message = v1.PodFailed, res.Reason, res.Message
+	}
+	if res.Terminal && st.Phase != v1.PodSucceeded && st.Phase != v1.PodFailed && pod.DeletionTimestamp == nil {
+		// Everything stopped for good: upstream reports the terminal phase.
+		st.Phase = v1.PodFailed
+		if allSucceeded(st) {
+			st.Phase = v1.PodSucceeded
+		}
+	}
+	if err := w.Status.Set(ctx, pod, st); err != nil {
+		log.Warn("status", zap.Error(err))
+		return time.Second
+	}
+	if pod.DeletionTimestamp != nil {
+		if res.Runtime.Running() {
+			return time.Second
+		}
+		if err := w.Status.FinishDeletion(ctx, pod); err != nil {
+			log.Warn("finish deletion", zap.Error(err))
+			return time.Second
+		}
+	}
+	return next
+}
+
+func allSucceeded(st v1.PodStatus) bool {
+	for _, c := range st.ContainerStatuses {
+		if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Adopt starts workers for every Pod the runtime holds, so a restarted
+// kubelet finds and keeps (or cleans up) what runs; nothing is restarted.
+func (w *Workers) Adopt(ctx context.Context, rt *runtime.Runtime) error {
+	pods, err := rt.ListPods(ctx)
+	if err != nil {
+		return err
+	}
+	for uid := range pods {
+		w.Trigger(uid)
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package podworker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+)
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func startWorkers(t *testing.T, f *fixture, client *fake.Clientset, alloc v1.ResourceList) *Workers {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Workers{Syncer: f.syncer, Status: &status.Manager{Client: client}, Log: zap.NewNop(), Resync: 100 * time.Millisecond,
+		Admission: func() admission.Node { return admission.Node{Allocatable: alloc, MaxPods: 10} }}
+	w.Start(ctx)
+	t.Cleanup(func() { cancel(); w.Wait() })
+	return w
+}
+
+func TestWorkersRunRejectAndDelete(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	client := fake.NewSimpleClientset()
+	w := startWorkers(t, f, client, v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")})
+	ctx := context.Background()
+
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	pod, _ = client.CoreV1().Pods("ns").Create(ctx, pod, metav1.CreateOptions{})
+	w.Update(pod)
+	get := func(name string) *v1.Pod {
+		p, err := client.CoreV1().Pods("ns").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		return p
+	}
+	poll(t, "Running", func() bool { p := get("p"); return p != nil && p.Status.Phase == v1.PodRunning })
+
+	big := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	big.Name, big.UID = "big", "uid-big"
+	big.Spec.Containers[0].Resources.Requests = v1.ResourceList{v1.ResourceCPU: resource.MustParse("2")}
+	big, _ = client.CoreV1().Pods("ns").Create(ctx, big, metav1.CreateOptions{})
+	w.Update(big)
+	poll(t, "rejected", func() bool { p := get("big"); return p != nil && p.Status.Phase == v1.PodFailed })
+	if p := get("big"); p.Status.Reason != "OutOfcpu" || p.Status.Message != "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 0, capacity: 1000" {
+		t.Errorf("rejection: %q %q", p.Status.Reason, p.Status.Message)
+	}
+
+	// Graceful delete: containers stop, then the kubelet deletes the object.
+	pod = get("p")
+	now := metav1.Now()
+	g := int64(1)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &g
+	w.Update(pod)
+	poll(t, "deleted", func() bool { return get("p") == nil })
+	w.Remove(pod.UID)
+	poll(t, "runtime emptied", func() bool { return len(f.states(t)) == 0 })
+}

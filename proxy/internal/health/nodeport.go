@@ -1,0 +1,117 @@
+package health
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nodesuite/nodesuite/proxy/internal/servicestate"
+)
+
+// ServiceServers are the health check node port servers of LoadBalancer
+// Services with externalTrafficPolicy Local: the cloud load balancer probes
+// them and sends traffic only to nodes answering 200 (local endpoints > 0),
+// as kube-proxy's ServiceHealthServer.
+type ServiceServers struct {
+	log  *zap.Logger
+	bind string // host part; "" = all addresses
+
+	mu      sync.Mutex
+	servers map[int32]*svcServer
+}
+
+type svcServer struct {
+	srv    *http.Server
+	mu     sync.Mutex
+	name   types.NamespacedName
+	locals int
+}
+
+// NewServiceServers returns an empty set.
+func NewServiceServers(log *zap.Logger, bind string) *ServiceServers {
+	return &ServiceServers{log: log, bind: bind, servers: map[int32]*svcServer{}}
+}
+
+// Sync opens, updates and closes servers to match st.
+func (s *ServiceServers) Sync(st *servicestate.State) error {
+	want := map[int32]*svcServer{}
+	for k, sp := range st.Services {
+		if sp.HealthCheckNodePort == 0 {
+			continue
+		}
+		t := want[sp.HealthCheckNodePort]
+		if t == nil {
+			t = &svcServer{name: types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}}
+			want[sp.HealthCheckNodePort] = t
+		}
+		t.locals += len(st.LocalEndpoints[k])
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for port, cur := range s.servers {
+		if _, ok := want[port]; !ok {
+			_ = cur.srv.Close()
+			delete(s.servers, port)
+		}
+	}
+	for port, w := range want {
+		cur := s.servers[port]
+		if cur == nil {
+			ln, err := net.Listen("tcp", net.JoinHostPort(s.bind, strconv.Itoa(int(port))))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("health check node port %d of %s: %w", port, w.name, err))
+				continue
+			}
+			cur = &svcServer{}
+			cur.srv = &http.Server{Handler: cur, ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				if err := cur.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					s.log.Warn("health check node port server stopped", zap.Int32("port", port), zap.Error(err))
+				}
+			}()
+			s.servers[port] = cur
+		}
+		cur.mu.Lock()
+		cur.name, cur.locals = w.name, w.locals
+		cur.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops every server.
+func (s *ServiceServers) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, cur := range s.servers {
+		_ = cur.srv.Close()
+		delete(s.servers, p)
+	}
+}
+
+func (h *svcServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	h.mu.Lock()
+	name, n := h.name, h.locals
+	h.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if n == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	// Same body as kube-proxy's.
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"service":             map[string]string{"namespace": name.Namespace, "name": name.Name},
+		"localEndpoints":      n,
+		"serviceProxyHealthy": true,
+	})
+}

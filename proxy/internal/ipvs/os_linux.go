@@ -1,0 +1,419 @@
+package ipvs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+	v1 "k8s.io/api/core/v1"
+)
+
+// LinuxOS is the real OS: IPVS over generic netlink (moby/ipvs), links,
+// addresses and conntrack over netlink, ipset and iptables through their
+// restore commands (one process per change set, as kube-proxy does).
+type LinuxOS struct {
+	h *ipvs.Handle
+	// Trace, when set, sees every command run (for tests and debugging).
+	Trace func(cmd string, stdin []byte, err error)
+}
+
+var _ OS = (*LinuxOS)(nil)
+
+// NewLinuxOS opens the IPVS netlink socket in the current network namespace.
+func NewLinuxOS() (*LinuxOS, error) {
+	h, err := ipvs.New("")
+	if err != nil {
+		return nil, fmt.Errorf("open IPVS netlink (is the ip_vs module loaded?): %w", err)
+	}
+	return &LinuxOS{h: h}, nil
+}
+
+// Available says whether this kernel has IPVS, for choosing the proxy mode.
+func Available() bool {
+	if _, err := os.Stat("/proc/net/ip_vs"); err == nil {
+		return true
+	}
+	h, err := ipvs.New("")
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	_, err = h.GetServices()
+	return err == nil
+}
+
+// Close releases the netlink socket.
+func (l *LinuxOS) Close() { l.h.Close() }
+
+var protoNum = map[v1.Protocol]uint16{v1.ProtocolTCP: syscall.IPPROTO_TCP, v1.ProtocolUDP: syscall.IPPROTO_UDP, v1.ProtocolSCTP: syscall.IPPROTO_SCTP}
+
+func toIPVS(vs VirtualServer) *ipvs.Service {
+	s := &ipvs.Service{Address: net.IP(vs.Addr.AsSlice()), Protocol: protoNum[vs.Protocol], Port: vs.Port,
+		SchedName: vs.Scheduler, AddressFamily: syscall.AF_INET, Netmask: 0xffffffff}
+	if vs.Addr.Is6() {
+		s.AddressFamily, s.Netmask = syscall.AF_INET6, 128
+	}
+	if vs.Timeout > 0 {
+		s.Flags |= 0x1 // IP_VS_SVC_F_PERSISTENT
+		s.Timeout = vs.Timeout
+	}
+	return s
+}
+
+func keyIPVS(k VSKey) *ipvs.Service { return toIPVS(VirtualServer{VSKey: k}) }
+
+func (l *LinuxOS) VirtualServers() ([]VirtualServer, error) {
+	ss, err := l.h.GetServices()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]VirtualServer, 0, len(ss))
+	for _, s := range ss {
+		if s.FWMark != 0 {
+			continue // not ours: we never use firewall-mark services
+		}
+		a, ok := netip.AddrFromSlice(s.Address)
+		if !ok {
+			continue
+		}
+		var proto v1.Protocol
+		for p, n := range protoNum {
+			if n == s.Protocol {
+				proto = p
+			}
+		}
+		vs := VirtualServer{VSKey: VSKey{Protocol: proto, Addr: a.Unmap(), Port: s.Port}, Scheduler: s.SchedName}
+		if s.Flags&0x1 != 0 {
+			vs.Timeout = s.Timeout
+		}
+		out = append(out, vs)
+	}
+	return out, nil
+}
+
+func (l *LinuxOS) AddVirtualServer(vs VirtualServer) error    { return l.h.NewService(toIPVS(vs)) }
+func (l *LinuxOS) UpdateVirtualServer(vs VirtualServer) error { return l.h.UpdateService(toIPVS(vs)) }
+func (l *LinuxOS) DeleteVirtualServer(k VSKey) error {
+	err := l.h.DelService(keyIPVS(k))
+	if errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
+
+func (l *LinuxOS) RealServers(k VSKey) ([]RealServer, error) {
+	ds, err := l.h.GetDestinations(keyIPVS(k))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RealServer, 0, len(ds))
+	for _, d := range ds {
+		a, _ := netip.AddrFromSlice(d.Address)
+		out = append(out, RealServer{Addr: a.Unmap(), Port: d.Port, Weight: d.Weight,
+			ActiveConns: d.ActiveConnections, InactiveConns: d.InactiveConnections})
+	}
+	return out, nil
+}
+
+func toDest(r RealServer) *ipvs.Destination {
+	d := &ipvs.Destination{Address: net.IP(r.Addr.AsSlice()), Port: r.Port, Weight: r.Weight,
+		ConnectionFlags: 0 /* IP_VS_CONN_F_MASQ: NAT */, AddressFamily: syscall.AF_INET}
+	if r.Addr.Is6() {
+		d.AddressFamily = syscall.AF_INET6
+	}
+	return d
+}
+
+func (l *LinuxOS) AddRealServer(k VSKey, r RealServer) error {
+	return l.h.NewDestination(keyIPVS(k), toDest(r))
+}
+func (l *LinuxOS) UpdateRealServer(k VSKey, r RealServer) error {
+	return l.h.UpdateDestination(keyIPVS(k), toDest(r))
+}
+func (l *LinuxOS) DeleteRealServer(k VSKey, r RealServer) error {
+	err := l.h.DelDestination(keyIPVS(k), toDest(r))
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
+
+func (l *LinuxOS) EnsureDummy(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return err
+		}
+		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return fmt.Errorf("create dummy %s (kernel without dummy interfaces?): %w", name, err)
+		}
+		if link, err = netlink.LinkByName(name); err != nil {
+			return err
+		}
+	}
+	return netlink.LinkSetUp(link)
+}
+
+func (l *LinuxOS) LinkAddrs(name string) ([]netip.Addr, error) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	as, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, x := range as {
+		if a, ok := netip.AddrFromSlice(x.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
+func hostAddr(a netip.Addr) *netlink.Addr {
+	bits := 32
+	if a.Is6() {
+		bits = 128
+	}
+	return &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, bits)}}
+}
+
+func (l *LinuxOS) AddLinkAddr(name string, a netip.Addr) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(link, hostAddr(a)); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return err
+	}
+	return nil
+}
+
+func (l *LinuxOS) DelLinkAddr(name string, a netip.Addr) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrDel(link, hostAddr(a)); err != nil {
+		if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (l *LinuxOS) run(stdin []byte, name string, args ...string) ([]byte, error) {
+	out, err := run(stdin, name, args...)
+	if l.Trace != nil {
+		l.Trace(name+" "+strings.Join(args, " "), stdin, err)
+	}
+	return out, err
+}
+
+func run(stdin []byte, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
+}
+
+func (l *LinuxOS) EnsureIPSet(s IPSet) error {
+	args := []string{"create", s.Name, s.Type}
+	switch {
+	case s.Type == "bitmap:port":
+		args = append(args, "range", "0-65535")
+	case s.Family == v1.IPv6Protocol:
+		args = append(args, "family", "inet6")
+	default:
+		args = append(args, "family", "inet")
+	}
+	_, err := l.run(nil, "ipset", append(args, "-exist")...)
+	return err
+}
+
+func (l *LinuxOS) IPSetEntries(name string) ([]string, error) {
+	out, err := l.run(nil, "ipset", "save", name)
+	if err != nil {
+		return nil, err
+	}
+	var es []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == "add" && f[1] == name {
+			es = append(es, f[2])
+		}
+	}
+	return es, nil
+}
+
+func (l *LinuxOS) UpdateIPSet(name string, add, del []string) error {
+	var b bytes.Buffer
+	for _, e := range del {
+		fmt.Fprintf(&b, "del %s %s -exist\n", name, e)
+	}
+	for _, e := range add {
+		fmt.Fprintf(&b, "add %s %s -exist\n", name, e)
+	}
+	_, err := l.run(b.Bytes(), "ipset", "restore")
+	return err
+}
+
+func (l *LinuxOS) EnsureIPTables(f v1.IPFamily, jumps []Jump, rules string) error {
+	ipt, restore := "iptables", "iptables-restore"
+	if f == v1.IPv6Protocol {
+		ipt, restore = "ip6tables", "ip6tables-restore"
+	}
+	// Our chains first (declaring a chain in a --noflush restore empties it
+	// and the whole table commits atomically), then the jumps into them.
+	if _, err := l.run([]byte(rules), restore, "--noflush", "--wait"); err != nil {
+		return err
+	}
+	for _, j := range jumps {
+		spec := []string{"-t", j.Table, "-m", "comment", "--comment", "nodesuite proxy", "-j", j.Target}
+		if _, err := l.run(nil, ipt, append([]string{"--wait", "-C", j.Chain}, spec...)...); err == nil {
+			continue
+		}
+		if _, err := l.run(nil, ipt, append([]string{"--wait", "-I", j.Chain}, spec...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *LinuxOS) Sysctl(path string) (string, error) {
+	b, err := os.ReadFile(filepath.Join("/proc/sys", path))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (l *LinuxOS) SetSysctl(path, value string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", path), []byte(value), 0o644)
+}
+
+func (l *LinuxOS) SetTimeouts(t Timeouts) error {
+	return l.h.SetConfig(&ipvs.Config{TimeoutTCP: t.TCP, TimeoutTCPFin: t.TCPFin, TimeoutUDP: t.UDP})
+}
+
+func (l *LinuxOS) DeleteConntrack(f v1.IPFamily, c ConntrackFilter) error {
+	fam := netlink.InetFamily(syscall.AF_INET)
+	if f == v1.IPv6Protocol {
+		fam = syscall.AF_INET6
+	}
+	filt := &netlink.ConntrackFilter{}
+	if p, ok := protoNum[c.Protocol]; ok {
+		if err := filt.AddProtocol(uint8(p)); err != nil {
+			return err
+		}
+	}
+	if c.OrigDst.IsValid() {
+		if err := filt.AddIP(netlink.ConntrackOrigDstIP, net.IP(c.OrigDst.AsSlice())); err != nil {
+			return err
+		}
+	}
+	if c.OrigDstPort != 0 {
+		if err := filt.AddPort(netlink.ConntrackOrigDstPort, c.OrigDstPort); err != nil {
+			return err
+		}
+	}
+	if c.ReplySrc.IsValid() {
+		if err := filt.AddIP(netlink.ConntrackReplySrcIP, net.IP(c.ReplySrc.AsSlice())); err != nil {
+			return err
+		}
+	}
+	_, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filt)
+	return err
+}
+
+func (l *LinuxOS) RemoveIPTables(f v1.IPFamily, jumps []Jump, chains map[string][]string) error {
+	ipt := "iptables"
+	if f == v1.IPv6Protocol {
+		ipt = "ip6tables"
+	}
+	var errs []error
+	for _, j := range jumps {
+		spec := []string{"--wait", "-t", j.Table, "-D", j.Chain, "-m", "comment", "--comment", "nodesuite proxy", "-j", j.Target}
+		// Delete every copy; the loop ends when -D finds none.
+		for i := 0; i < 10; i++ {
+			if _, err := l.run(nil, ipt, spec...); err != nil {
+				break
+			}
+		}
+	}
+	for table, cs := range chains {
+		for _, c := range cs {
+			_, _ = l.run(nil, ipt, "--wait", "-t", table, "-F", c)
+		}
+		for _, c := range cs {
+			if _, err := l.run(nil, ipt, "--wait", "-t", table, "-X", c); err != nil && !strings.Contains(err.Error(), "No chain") {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (l *LinuxOS) DestroyIPSet(name string) error {
+	if _, err := l.run(nil, "ipset", "list", "-n", name); err != nil {
+		return nil // not there
+	}
+	_, err := l.run(nil, "ipset", "destroy", name)
+	return err
+}
+
+func (l *LinuxOS) DeleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(link)
+}
+
+// HostAddresses lists the addresses of every interface but kube-ipvs0 (its
+// addresses are Service IPs, not node IPs).
+func HostAddresses() ([]netip.Addr, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, l := range links {
+		if l.Attrs().Name == DummyName {
+			continue
+		}
+		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}

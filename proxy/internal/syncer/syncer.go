@@ -1,0 +1,438 @@
+// Package syncer watches Services, EndpointSlices and this Node, keeps the
+// desired servicestate.State up to date one Service at a time, and hands
+// each change set to the data plane, rate-limited by minSyncPeriod and with
+// a periodic full reconcile.
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodesuite/nodesuite/proxy/internal/health"
+	"github.com/nodesuite/nodesuite/proxy/internal/servicestate"
+)
+
+// Labels kube-proxy filters on (k8s.io/api/core/v1 and discovery v1).
+const (
+	labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	labelHeadless         = v1.IsHeadlessService
+	indexByService        = "service"
+)
+
+// Options configure a Syncer.
+type Options struct {
+	NodeName          string
+	Families          []v1.IPFamily
+	NodePortAddresses []string
+	// HostAddresses lists the host's interface addresses (NodePort candidates).
+	HostAddresses    func() ([]netip.Addr, error)
+	MinSyncPeriod    time.Duration
+	SyncPeriod       time.Duration
+	ConfigSyncPeriod time.Duration
+	Registry         prometheus.Registerer
+	Health           *health.Server
+	Log              *zap.Logger
+}
+
+// Reaper is implemented by data planes that drain real servers between syncs.
+type Reaper interface{ Reap() error }
+
+// Syncer is the proxy's control loop.
+type Syncer struct {
+	opts   Options
+	plane  servicestate.DataPlane
+	m      *metrics
+	log    *zap.Logger
+	runner *Runner
+
+	svcFactory, nodeFactory informers.SharedInformerFactory
+	svcLister               listersv1.ServiceLister
+	sliceIndexer            cache.Indexer
+	nodeLister              listersv1.NodeLister
+
+	mu       sync.Mutex
+	dirty    sets.Set[types.NamespacedName]
+	triggers map[types.NamespacedName][]time.Time
+	needFull bool
+	node     *v1.Node
+
+	// Owned by the sync goroutine.
+	state    *servicestate.State
+	keysOf   map[types.NamespacedName][]servicestate.Key
+	lastFull time.Time
+	nodeIPs  []netip.Addr
+	ctx      context.Context
+}
+
+// New wires informers on client; Run starts them.
+func New(client kubernetes.Interface, plane servicestate.DataPlane, opts Options) (*Syncer, error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.SyncPeriod <= 0 {
+		opts.SyncPeriod = 30 * time.Second
+	}
+	if opts.HostAddresses == nil {
+		opts.HostAddresses = func() ([]netip.Addr, error) { return nil, nil }
+	}
+	noProxyName, err := labels.NewRequirement(labelServiceProxyName, selection.DoesNotExist, nil)
+	if err != nil {
+		return nil, err
+	}
+	noHeadless, err := labels.NewRequirement(labelHeadless, selection.DoesNotExist, nil)
+	if err != nil {
+		return nil, err
+	}
+	sel := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
+	s := &Syncer{opts: opts, plane: plane, m: newMetrics(opts.Registry), log: opts.Log,
+		dirty: sets.New[types.NamespacedName](), triggers: map[types.NamespacedName][]time.Time{}, needFull: true,
+		keysOf: map[types.NamespacedName][]servicestate.Key{}}
+	s.svcFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
+	s.nodeFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
+		}))
+	svcInf := s.svcFactory.Core().V1().Services()
+	sliceInf := s.svcFactory.Discovery().V1().EndpointSlices()
+	nodeInf := s.nodeFactory.Core().V1().Nodes()
+	if err := sliceInf.Informer().AddIndexers(cache.Indexers{indexByService: func(obj any) ([]string, error) {
+		sl, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok {
+			return nil, nil
+		}
+		if n, ok := servicestate.ServiceNameOf(sl); ok {
+			return []string{n.String()}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, err
+	}
+	s.svcLister, s.sliceIndexer, s.nodeLister = svcInf.Lister(), sliceInf.Informer().GetIndexer(), nodeInf.Lister()
+	_, err = svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.serviceChanged(o) },
+		UpdateFunc: func(_, o any) { s.serviceChanged(o) },
+		DeleteFunc: func(o any) { s.serviceChanged(o) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.sliceChanged(o) },
+		UpdateFunc: func(_, o any) { s.sliceChanged(o) },
+		DeleteFunc: func(o any) { s.sliceChanged(o) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { s.nodeChanged(o) },
+		UpdateFunc: func(_, o any) { s.nodeChanged(o) },
+		DeleteFunc: func(any) { s.nodeChanged(nil) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.runner = NewRunner(s.syncAndRetry, opts.MinSyncPeriod, opts.SyncPeriod)
+	return s, nil
+}
+
+func unwrap(o any) any {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return o
+}
+
+func (s *Syncer) queued() {
+	s.m.lastQueued.SetToCurrentTime()
+	if s.opts.Health != nil {
+		for _, f := range s.opts.Families {
+			s.opts.Health.QueuedUpdate(f)
+		}
+	}
+	s.runner.Trigger()
+}
+
+func (s *Syncer) serviceChanged(o any) {
+	svc, ok := unwrap(o).(*v1.Service)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.dirty.Insert(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+	s.m.serviceChanges.Inc()
+	s.m.servicePending.Set(float64(s.dirty.Len()))
+	s.mu.Unlock()
+	s.queued()
+}
+
+func (s *Syncer) sliceChanged(o any) {
+	sl, ok := unwrap(o).(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	n, ok := servicestate.ServiceNameOf(sl)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.dirty.Insert(n)
+	// The EndpointSlice controller stamps when the change that caused this
+	// update happened (a Pod became ready, ...); kube-proxy measures from it.
+	if v := sl.Annotations[v1.EndpointsLastChangeTriggerTime]; v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			s.triggers[n] = append(s.triggers[n], t)
+		}
+	}
+	s.m.endpointChanges.Inc()
+	s.m.endpointPending.Set(float64(s.dirty.Len()))
+	s.mu.Unlock()
+	s.queued()
+}
+
+func (s *Syncer) nodeChanged(o any) {
+	n, _ := unwrap(o).(*v1.Node)
+	s.mu.Lock()
+	old := s.node
+	s.node = n
+	// Only what changes NodeIPs or locality needs a full rebuild.
+	changed := old == nil || n == nil || !reflect.DeepEqual(old.Status.Addresses, n.Status.Addresses)
+	if changed {
+		s.needFull = true
+	}
+	s.mu.Unlock()
+	if changed {
+		s.queued()
+	}
+}
+
+// Node is this node as last seen, for the health server.
+func (s *Syncer) Node() *v1.Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node
+}
+
+// Run starts the informers, waits for their caches and syncs until ctx ends.
+func (s *Syncer) Run(ctx context.Context) error {
+	s.svcFactory.Start(ctx.Done())
+	s.nodeFactory.Start(ctx.Done())
+	defer s.svcFactory.Shutdown()
+	defer s.nodeFactory.Shutdown()
+	for _, f := range []informers.SharedInformerFactory{s.svcFactory, s.nodeFactory} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				if ctx.Err() != nil {
+					return nil // stopped before the API server answered
+				}
+				return fmt.Errorf("cache of %v never synced", typ)
+			}
+		}
+	}
+	s.log.Info("caches synced; starting sync loop", zap.String("dataPlane", s.plane.Name()),
+		zap.Duration("minSyncPeriod", s.opts.MinSyncPeriod), zap.Duration("syncPeriod", s.opts.SyncPeriod))
+	if r, ok := s.plane.(Reaper); ok {
+		go func() {
+			t := time.NewTicker(2 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := r.Reap(); err != nil {
+						s.log.Warn("draining real servers", zap.Error(err))
+					}
+				}
+			}
+		}()
+	}
+	s.ctx = ctx
+	s.runner.Run(ctx)
+	return nil
+}
+
+func (s *Syncer) syncAndRetry() {
+	if err := s.SyncOnce(s.ctx); err != nil {
+		if s.ctx.Err() != nil {
+			return // shutting down: the next process adopts what is there
+		}
+		s.m.syncErrors.Inc()
+		s.log.Error("sync failed; retrying with a full sync", zap.Error(err))
+		s.mu.Lock()
+		s.needFull = true
+		s.mu.Unlock()
+		time.AfterFunc(time.Second, s.runner.Trigger)
+	}
+}
+
+func (s *Syncer) builderConfig() servicestate.Config {
+	cfg := servicestate.Config{NodeName: s.opts.NodeName, Families: s.opts.Families, NodePortAddresses: s.opts.NodePortAddresses}
+	if addrs, err := s.opts.HostAddresses(); err != nil {
+		s.log.Warn("listing host addresses", zap.Error(err))
+	} else {
+		cfg.HostAddresses = addrs
+	}
+	s.mu.Lock()
+	if s.node != nil {
+		for _, a := range s.node.Status.Addresses {
+			if a.Type == v1.NodeInternalIP {
+				if ip, err := netip.ParseAddr(a.Address); err == nil {
+					cfg.PrimaryIPs = append(cfg.PrimaryIPs, ip)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	return cfg
+}
+
+func (s *Syncer) slicesOf(n types.NamespacedName) []*discoveryv1.EndpointSlice {
+	objs, _ := s.sliceIndexer.ByIndex(indexByService, n.String())
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if sl, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, sl)
+		}
+	}
+	return out
+}
+
+// SyncOnce applies what changed since the last sync (everything when a full
+// reconcile is due). Only the sync goroutine calls it.
+func (s *Syncer) SyncOnce(ctx context.Context) error {
+	start := time.Now()
+	s.mu.Lock()
+	dirty, triggers, full := s.dirty, s.triggers, s.needFull
+	s.dirty, s.triggers, s.needFull = sets.New[types.NamespacedName](), map[types.NamespacedName][]time.Time{}, false
+	s.m.servicePending.Set(0)
+	s.m.endpointPending.Set(0)
+	s.mu.Unlock()
+
+	cfg := s.builderConfig()
+	nodeIPs := servicestate.NodeIPs(cfg)
+	if s.state == nil || start.Sub(s.lastFull) >= s.opts.SyncPeriod || !reflect.DeepEqual(nodeIPs, s.nodeIPs) {
+		full = true
+	}
+	changed := sets.New[servicestate.Key]()
+	if full {
+		svcs, err := s.svcLister.List(labels.Everything())
+		if err != nil {
+			return err
+		}
+		st := &servicestate.State{Services: map[servicestate.Key]*servicestate.ServicePort{},
+			Endpoints: map[servicestate.Key][]servicestate.Endpoint{}, LocalEndpoints: map[servicestate.Key][]servicestate.Endpoint{}, NodeIPs: nodeIPs}
+		keysOf := map[types.NamespacedName][]servicestate.Key{}
+		for _, svc := range svcs {
+			n := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+			r := servicestate.BuildService(svc, s.slicesOf(n), cfg)
+			st.Merge(r)
+			for k := range r.Services {
+				keysOf[n] = append(keysOf[n], k)
+			}
+		}
+		s.state, s.keysOf = st, keysOf
+		for k := range st.Services {
+			changed.Insert(k)
+		}
+	} else {
+		for n := range dirty {
+			svc, err := s.svcLister.Services(n.Namespace).Get(n.Name)
+			if err != nil {
+				svc = nil // deleted (or not ours any more)
+			}
+			r := servicestate.BuildService(svc, s.slicesOf(n), cfg)
+			st := s.state
+			for _, k := range s.keysOf[n] {
+				if _, still := r.Services[k]; !still {
+					delete(st.Services, k)
+					delete(st.Endpoints, k)
+					delete(st.LocalEndpoints, k)
+					changed.Insert(k)
+				}
+			}
+			var keys []servicestate.Key
+			for k, sp := range r.Services {
+				keys = append(keys, k)
+				if old := st.Services[k]; old == nil || !reflect.DeepEqual(old, sp) ||
+					!reflect.DeepEqual(st.Endpoints[k], r.Endpoints[k]) || !reflect.DeepEqual(st.LocalEndpoints[k], r.LocalEndpoints[k]) {
+					changed.Insert(k)
+				}
+			}
+			st.Merge(r)
+			if len(keys) > 0 {
+				s.keysOf[n] = keys
+			} else {
+				delete(s.keysOf, n)
+			}
+		}
+	}
+	if !full && changed.Len() == 0 {
+		s.markSynced(start, triggers, false)
+		return nil
+	}
+	if err := s.plane.Sync(ctx, s.state, changed, full); err != nil {
+		// Keep the triggers for the retry's latency measurement.
+		s.mu.Lock()
+		for n, ts := range triggers {
+			s.triggers[n] = append(ts, s.triggers[n]...)
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("%s sync (full=%t, %d changed): %w", s.plane.Name(), full, changed.Len(), err)
+	}
+	s.nodeIPs = nodeIPs
+	if full {
+		s.lastFull = start
+	}
+	s.markSynced(start, triggers, full)
+	s.log.Debug("synced", zap.Bool("full", full), zap.Int("changed", changed.Len()), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (s *Syncer) markSynced(start time.Time, triggers map[types.NamespacedName][]time.Time, full bool) {
+	d := time.Since(start).Seconds()
+	s.m.syncDuration.Observe(d)
+	if full {
+		s.m.fullDuration.Observe(d)
+	} else {
+		s.m.partialDuration.Observe(d)
+	}
+	now := time.Now()
+	for _, ts := range triggers {
+		for _, t := range ts {
+			s.m.networkProgramming.Observe(now.Sub(t).Seconds())
+		}
+	}
+	s.m.lastSync.SetToCurrentTime()
+	eps := 0
+	for _, e := range s.state.Endpoints {
+		eps += len(e)
+	}
+	s.m.services.Set(float64(len(s.state.Services)))
+	s.m.endpoints.Set(float64(eps))
+	if s.opts.Health != nil {
+		for _, f := range s.opts.Families {
+			s.opts.Health.Updated(f)
+		}
+	}
+}

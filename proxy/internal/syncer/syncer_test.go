@@ -1,0 +1,176 @@
+package syncer
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"github.com/nodesuite/nodesuite/proxy/internal/health"
+	ss "github.com/nodesuite/nodesuite/proxy/internal/servicestate"
+)
+
+type call struct {
+	Full    bool
+	Changed []string
+	Eps     map[string]int
+}
+
+type recPlane struct {
+	mu    sync.Mutex
+	calls []call
+	ch    chan struct{}
+}
+
+func (p *recPlane) Name() string { return "rec" }
+func (p *recPlane) Sync(_ context.Context, st *ss.State, changed sets.Set[ss.Key], full bool) error {
+	c := call{Full: full, Eps: map[string]int{}}
+	for k := range changed {
+		c.Changed = append(c.Changed, k.Name.Name+"/"+k.Name.Port)
+	}
+	for k, e := range st.Endpoints {
+		c.Eps[k.Name.Name] = len(e)
+	}
+	p.mu.Lock()
+	p.calls = append(p.calls, c)
+	p.mu.Unlock()
+	p.ch <- struct{}{}
+	return nil
+}
+
+func service(name string, labels map[string]string) *v1.Service {
+	return &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: labels},
+		Spec: v1.ServiceSpec{Type: v1.ServiceTypeClusterIP, ClusterIP: "10.96.0.5", ClusterIPs: []string{"10.96.0.5"},
+			Ports: []v1.ServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}}}}
+}
+
+func slice(name, svc string, trigger time.Time, ips ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name,
+		Labels:      map[string]string{discoveryv1.LabelServiceName: svc},
+		Annotations: map[string]string{v1.EndpointsLastChangeTriggerTime: trigger.Format(time.RFC3339Nano)}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(v1.ProtocolTCP)}}}
+	for _, ip := range ips {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}})
+	}
+	return s
+}
+
+func TestSyncerIncremental(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(
+		service("web", nil), slice("web-1", "web", time.Now(), "10.244.0.2"),
+		service("db", nil), slice("db-1", "db", time.Now(), "10.244.0.3"),
+		// Another proxy's Service is not ours.
+		service("other", map[string]string{labelServiceProxyName: "other"}),
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	plane := &recPlane{ch: make(chan struct{}, 10)}
+	reg := prometheus.NewRegistry()
+	hs := health.New(time.Minute, nil, nil)
+	s, err := New(client, plane, Options{NodeName: "n1", Families: []v1.IPFamily{v1.IPv4Protocol},
+		SyncPeriod: time.Hour, ConfigSyncPeriod: time.Hour, Registry: reg, Health: hs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	// A change can be handed over twice when its informer event races the
+	// runner's rate-limit window; a repeat of the previous call is harmless
+	// (the data plane's Sync is idempotent), so wait past it.
+	var prev *call
+	wait := func() call {
+		t.Helper()
+		for {
+			select {
+			case <-plane.ch:
+			case <-time.After(20 * time.Second):
+				t.Fatal("no sync")
+			}
+			plane.mu.Lock()
+			c := plane.calls[len(plane.calls)-1]
+			plane.mu.Unlock()
+			sortStrings(c.Changed)
+			if prev != nil && cmp.Equal(*prev, c) {
+				continue
+			}
+			prev = &c
+			return c
+		}
+	}
+	if d := cmp.Diff(call{Full: true, Changed: []string{"db/http", "web/http"}, Eps: map[string]int{"web": 1, "db": 1}}, wait()); d != "" {
+		t.Errorf("first sync (-want +got):\n%s", d)
+	}
+	// One slice changes: only its Service is handed over.
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx,
+		slice("web-1", "web", time.Now().Add(-2*time.Second), "10.244.0.2", "10.244.0.4"), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(call{Changed: []string{"web/http"}, Eps: map[string]int{"web": 2, "db": 1}}, wait()); d != "" {
+		t.Errorf("slice update (-want +got):\n%s", d)
+	}
+	if n := testutil.CollectAndCount(reg, "kubeproxy_network_programming_duration_seconds"); n != 1 {
+		t.Errorf("network programming histogram series: %d", n)
+	}
+	// Service deleted: its key is the change.
+	if err := client.CoreV1().Services("ns").Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(call{Changed: []string{"db/http"}, Eps: map[string]int{"web": 2}}, wait()); d != "" {
+		t.Errorf("service delete (-want +got):\n%s", d)
+	}
+	if got := testutil.ToFloat64(s.m.services); got != 1 {
+		t.Errorf("service_ports gauge = %v", got)
+	}
+	if !hs.Health().Healthy {
+		t.Errorf("health after sync: %+v", hs.Health())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func TestRunnerRateLimits(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var runs []time.Time
+	r := NewRunner(func() { mu.Lock(); runs = append(runs, time.Now()); mu.Unlock() }, 200*time.Millisecond, time.Hour)
+	go r.Run(ctx)
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		r.Trigger()
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	// Triggers coalesce: at most one run per minInterval (plus the first).
+	if limit := int(time.Since(start)/(200*time.Millisecond)) + 1; len(runs) < 2 || len(runs) > limit {
+		t.Fatalf("%d runs for 20 triggers, want 2-%d", len(runs), limit)
+	}
+	for i := 1; i < len(runs); i++ {
+		if gap := runs[i].Sub(runs[i-1]); gap < 200*time.Millisecond {
+			t.Errorf("runs %d and %d only %s apart", i-1, i, gap)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package criserver
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// StartContainer creates and starts the task with its output wired to the
+// CRI log, then monitors it until exit.
+func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerRequest) (_ *runtime.StartContainerResponse, retErr error) {
+	rec, err := s.getContainer(ctx, r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	defer s.opLk.lock(rec.ID)()
+	if rec.State != runtime.ContainerState_CONTAINER_CREATED {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not CREATED", rec.ID, rec.State)
+	}
+	sb, err := s.getSandbox(ctx, rec.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	if sb.State != runtime.PodSandboxState_SANDBOX_READY {
+		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not ready", sb.ID)
+	}
+	cctx := s.ctx(ctx)
+	ctr, err := s.client.LoadContainer(cctx, rec.ID)
+	if err != nil {
+		return nil, toStatus(err, "load container")
+	}
+	// The FIFOs outlive this request: containerd/fifo closes them when the open ctx ends.
+	cio, err := openContainerIO(context.WithoutCancel(cctx), s.fifoDir(), rec.ID, rec.LogPath, rec.Config.GetTty(), rec.Config.GetStdin())
+	if err != nil {
+		return nil, toStatus(err, "container io")
+	}
+	fail := func(reason string, err error) error {
+		cio.close()
+		_ = s.setLabels(context.WithoutCancel(ctx), rec.ID, map[string]string{
+			labelStarted: nowNanos(), labelFinished: nowNanos(), labelExitCode: "128", labelReason: "StartError"})
+		return toStatus(err, reason)
+	}
+	task, err := ctr.NewTask(cctx, cio.creator())
+	if err != nil {
+		return nil, fail("create task", err)
+	}
+	exitCh, err := task.Wait(context.WithoutCancel(cctx))
+	if err != nil {
+		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
+		return nil, fail("wait task", err)
+	}
+	if err := task.Start(cctx); err != nil {
+		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
+		return nil, fail("start task", err)
+	}
+	if err := s.setLabels(cctx, rec.ID, map[string]string{labelStarted: nowNanos()}); err != nil {
+		return nil, toStatus(err, "record start")
+	}
+	s.mu.Lock()
+	s.ios[rec.ID] = cio
+	s.mu.Unlock()
+	go s.monitor(rec.ID, exitCh, cio)
+	s.emit(ctx, rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
+	s.log.Info("container started", zap.String("id", rec.ID))
+	return &runtime.StartContainerResponse{}, nil
+}
+
+// monitor records the exit in labels and deletes the task, so that exit
+// state survives in containerd and the runc shim process goes away.
+func (s *Service) monitor(id string, exitCh <-chan containerd.ExitStatus, cio *containerIO) {
+	st := <-exitCh
+	ctx := s.ctx(context.Background())
+	if cio != nil {
+		waitTimeout(cio.wait, 2*time.Second)
+	}
+	s.recordExit(ctx, id, st.ExitCode(), st.ExitTime())
+	if c, err := s.client.LoadContainer(ctx, id); err == nil {
+		if l, err := c.Labels(ctx); err == nil {
+			s.emit(ctx, id, l[labelSandboxID], runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		}
+	}
+	s.mu.Lock()
+	delete(s.ios, id)
+	s.mu.Unlock()
+	if cio != nil {
+		cio.close()
+	}
+}
+
+func (s *Service) recordExit(ctx context.Context, id string, code uint32, at time.Time) {
+	unlock := s.opLk.lock(id)
+	defer unlock()
+	ctr, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	labels := map[string]string{labelFinished: strconv.FormatInt(at.UnixNano(), 10), labelExitCode: strconv.FormatUint(uint64(code), 10)}
+	if _, err := ctr.SetLabels(ctx, labels); err != nil {
+		s.log.Warn("recording exit", zap.String("id", id), zap.Error(err))
+		return
+	}
+	if t, err := ctr.Task(ctx, nil); err == nil {
+		if _, err := t.Delete(ctx); err != nil {
+			s.log.Warn("deleting exited task", zap.String("id", id), zap.Error(err))
+		}
+	}
+}
+
+func waitTimeout(f func(), d time.Duration) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+var _ = fmt.Sprint

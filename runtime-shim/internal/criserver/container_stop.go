@@ -1,0 +1,110 @@
+package criserver
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/signal"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// StopContainer sends the image's stop signal (SIGTERM by default), waits
+// up to timeout seconds, then SIGKILL. Stopping a stopped container succeeds.
+func (s *Service) StopContainer(ctx context.Context, r *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
+	rec, err := s.getContainer(ctx, r.GetContainerId())
+	if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+		return &runtime.StopContainerResponse{}, nil // idempotent, as the CRI requires
+	} else if err != nil {
+		return nil, err
+	}
+	if err := s.stopContainer(ctx, rec, time.Duration(r.GetTimeout())*time.Second); err != nil {
+		return nil, err
+	}
+	return &runtime.StopContainerResponse{}, nil
+}
+
+func (s *Service) stopContainer(ctx context.Context, rec *containerRec, timeout time.Duration) error {
+	if rec.State != runtime.ContainerState_CONTAINER_RUNNING {
+		return nil
+	}
+	cctx := s.ctx(ctx)
+	ctr, err := s.client.LoadContainer(cctx, rec.ID)
+	if err != nil {
+		return toStatus(ignoreNotFound(err), "load container")
+	}
+	task, err := ctr.Task(cctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return toStatus(err, "load task")
+	}
+	exitCh, err := task.Wait(cctx)
+	if err != nil {
+		return toStatus(ignoreNotFound(err), "wait task")
+	}
+	if timeout > 0 {
+		sig := syscall.SIGTERM
+		if img, err := ctr.Image(cctx); err == nil {
+			if spec, err := img.Spec(cctx); err == nil && spec.Config.StopSignal != "" {
+				if parsed, err := signal.ParseSignal(spec.Config.StopSignal); err == nil {
+					sig = parsed
+				}
+			}
+		}
+		if err := task.Kill(cctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			return toStatus(err, "signal task")
+		}
+		select {
+		case <-exitCh:
+			return s.awaitRecorded(ctx, rec.ID)
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return toStatus(ctx.Err(), "stop container")
+		}
+	}
+	if err := task.Kill(cctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return toStatus(err, "kill task")
+	}
+	select {
+	case <-exitCh:
+	case <-ctx.Done():
+		return toStatus(ctx.Err(), "stop container")
+	}
+	return s.awaitRecorded(ctx, rec.ID)
+}
+
+// awaitRecorded waits briefly for the monitor to record the exit, so a
+// status right after Stop reports EXITED with its exit code.
+func (s *Service) awaitRecorded(ctx context.Context, id string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		rec, err := s.getContainer(ctx, id)
+		if err != nil || rec.Finished != 0 && rec.Labels[labelFinished] != "" {
+			return nil
+		}
+		s.mu.Lock()
+		_, monitored := s.ios[id]
+		s.mu.Unlock()
+		if !monitored {
+			// No monitor (e.g. started before a restart and not yet adopted): record here.
+			if t := rec; t.State == runtime.ContainerState_CONTAINER_EXITED {
+				s.recordExit(s.ctx(ctx), id, uint32(t.ExitCode), time.Unix(0, t.Finished))
+			}
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func ignoreNotFound(err error) error {
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

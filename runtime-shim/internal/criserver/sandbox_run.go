@@ -1,0 +1,225 @@
+package criserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.uber.org/zap"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodesuite/nodesuite/runtime-shim/internal/network"
+)
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// cgroupPath places a container under the Pod's cgroup parent in the form
+// the configured driver expects.
+func (s *Service) cgroupPath(parent, id string) string {
+	if parent == "" {
+		return ""
+	}
+	if s.cfg.CgroupDriver == "systemd" {
+		return parent + ":runtime-shim:" + id
+	}
+	return filepath.Join(parent, id)
+}
+
+// RunPodSandbox creates the netns, runs the pause container in it and
+// attaches it to the CNI network. On failure everything made is undone.
+func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxRequest) (_ *runtime.RunPodSandboxResponse, retErr error) {
+	cfg := r.GetConfig()
+	if r.GetRuntimeHandler() != "" {
+		return nil, toStatus(fmt.Errorf("%w: runtime handler %q: only the default handler exists", errInvalidSpec, r.GetRuntimeHandler()), "run sandbox")
+	}
+	id := newID()
+	name := sandboxName(cfg.GetMetadata())
+	if err := s.reserve(name, id); err != nil {
+		return nil, err
+	}
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+			s.release(name)
+		}
+	}()
+	cctx := s.ctx(ctx)
+	img, err := s.ensureImage(ctx, s.cfg.SandboxImage)
+	if err != nil {
+		return nil, toStatus(err, "sandbox image "+s.cfg.SandboxImage)
+	}
+	cimg, err := s.unpacked(cctx, img)
+	if err != nil {
+		return nil, toStatus(err, "unpack sandbox image")
+	}
+	imgSpec, err := img.ImageConfig.Spec(cctx)
+	if err != nil {
+		return nil, toStatus(err, "sandbox image config")
+	}
+
+	dir := s.sandboxDir(id)
+	hostResolv, _ := os.ReadFile("/etc/resolv.conf")
+	files, err := sandboxFiles(cfg, hostResolv)
+	if err != nil {
+		return nil, toStatus(err, "sandbox files")
+	}
+	if err := writeSandboxFiles(dir, files); err != nil {
+		return nil, toStatus(err, "sandbox files")
+	}
+	undo = append(undo, func() { _ = os.RemoveAll(dir) })
+
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	hostNet := nsOpts.GetNetwork() == runtime.NamespaceMode_NODE
+	var nsPath string
+	if !hostNet {
+		if nsPath, err = s.host.NewNetNS(s.netnsDir()); err != nil {
+			return nil, toStatus(err, "create netns")
+		}
+		undo = append(undo, func() { _ = s.host.RemoveNetNS(nsPath) })
+	}
+
+	specOpts, err := sandboxSpecOpts(cfg, imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, imgSpec.Config.Env, nsPath, s.cgroupPath(cfg.GetLinux().GetCgroupParent(), id), s.oom)
+	if err != nil {
+		return nil, toStatus(err, "sandbox spec")
+	}
+	if u := cfg.GetLinux().GetSecurityContext().GetRunAsUser(); u != nil {
+		gid := uint32(0)
+		if g := cfg.GetLinux().GetSecurityContext().GetRunAsGroup(); g != nil {
+			gid = uint32(g.GetValue())
+		}
+		specOpts = append(specOpts, oci.WithUIDGID(uint32(u.GetValue()), gid))
+	}
+	ext, err := typeurl.MarshalAny(cfg)
+	if err != nil {
+		return nil, toStatus(err, "encode sandbox config")
+	}
+	labels := map[string]string{labelKind: kindSandbox, labelName: name, labelCreated: nowNanos(), labelNetNS: nsPath, labelState: "notready"}
+	ctr, err := s.client.NewContainer(cctx, id,
+		containerd.WithImage(cimg),
+		containerd.WithSnapshotter(s.cfg.Snapshotter),
+		containerd.WithNewSnapshot(id, cimg),
+		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
+		containerd.WithNewSpec(specOpts...),
+		containerd.WithContainerLabels(labels),
+		containerd.WithContainerExtension(extSandboxCfg, ext),
+	)
+	if err != nil {
+		return nil, toStatus(err, "create pause container")
+	}
+	undo = append(undo, func() {
+		_ = ctr.Delete(context.WithoutCancel(cctx), containerd.WithSnapshotCleanup)
+	})
+
+	var ips []string
+	if !hostNet {
+		pod := network.Pod{ID: id, NetNS: nsPath, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
+			UID: cfg.GetMetadata().GetUid(), PortMappings: cfg.GetPortMappings()}
+		if ips, err = s.net.Setup(ctx, pod); err != nil {
+			return nil, toStatus(err, "pod network")
+		}
+		undo = append(undo, func() { _ = s.net.Teardown(context.WithoutCancel(ctx), pod) })
+	}
+
+	task, err := ctr.NewTask(cctx, cio.NullIO)
+	if err != nil {
+		return nil, toStatus(err, "create pause task")
+	}
+	undo = append(undo, func() {
+		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
+	})
+	if err := task.Start(cctx); err != nil {
+		return nil, toStatus(err, "start pause task")
+	}
+	if _, err := ctr.SetLabels(cctx, map[string]string{labelState: "ready", labelIPs: strings.Join(ips, ",")}); err != nil {
+		return nil, toStatus(err, "record sandbox state")
+	}
+	s.emit(ctx, id, id, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
+	s.log.Info("sandbox ready", zap.String("id", id), zap.String("name", name), zap.Strings("ips", ips))
+	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// sandboxSpecOpts is the pause container's spec, a pure function of the config.
+func sandboxSpecOpts(cfg *runtime.PodSandboxConfig, entrypoint, cmd, env []string, nsPath, cgroup string, oomMin int64) ([]oci.SpecOpts, error) {
+	args := append(append([]string{}, entrypoint...), cmd...)
+	if len(args) == 0 {
+		args = []string{"/pause"}
+	}
+	sc := cfg.GetLinux().GetSecurityContext()
+	ns := sc.GetNamespaceOptions()
+	opts := []oci.SpecOpts{
+		oci.WithProcessArgs(args...),
+		oci.WithEnv(env),
+		oci.WithProcessCwd("/"),
+		withOOMScoreAdj(-998, oomMin),
+		oci.WithDefaultUnixDevices,
+		oci.WithAnnotations(map[string]string{
+			"io.kubernetes.cri.container-type":    "sandbox",
+			"io.kubernetes.cri.sandbox-name":      cfg.GetMetadata().GetName(),
+			"io.kubernetes.cri.sandbox-namespace": cfg.GetMetadata().GetNamespace(),
+			"io.kubernetes.cri.sandbox-uid":       cfg.GetMetadata().GetUid(),
+		}),
+	}
+	if ns.GetNetwork() == runtime.NamespaceMode_NODE {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostNamespace(specs.UTSNamespace))
+	} else {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nsPath}))
+		if h := cfg.GetHostname(); h != "" {
+			opts = append(opts, oci.WithHostname(h))
+		}
+	}
+	if ns.GetPid() == runtime.NamespaceMode_NODE {
+		opts = append(opts, oci.WithHostNamespace(specs.PIDNamespace))
+	}
+	if ns.GetIpc() == runtime.NamespaceMode_NODE {
+		opts = append(opts, oci.WithHostNamespace(specs.IPCNamespace))
+	}
+	if sc.GetPrivileged() {
+		opts = append(opts, oci.WithPrivileged)
+	} else {
+		opts = append(opts, seccompDefaultUnlessUnconfined(sc.GetSeccomp()))
+	}
+	if sc.GetReadonlyRootfs() {
+		opts = append(opts, oci.WithRootFSReadonly())
+	}
+	if len(cfg.GetLinux().GetSysctls()) > 0 {
+		sysctls := cfg.GetLinux().GetSysctls()
+		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			if s.Linux.Sysctl == nil {
+				s.Linux.Sysctl = map[string]string{}
+			}
+			for k, v := range sysctls {
+				s.Linux.Sysctl[k] = v
+			}
+			return nil
+		})
+	}
+	if cgroup != "" {
+		opts = append(opts, oci.WithCgroup(cgroup))
+	}
+	return opts, nil
+}
+
+func seccompDefaultUnlessUnconfined(p *runtime.SecurityProfile) oci.SpecOpts {
+	if p != nil && p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault {
+		sc, _ := seccompOpt(&runtime.LinuxContainerSecurityContext{Seccomp: p}, "")
+		return sc
+	}
+	return oci.WithSeccompUnconfined
+}

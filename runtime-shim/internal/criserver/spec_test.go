@@ -1,0 +1,222 @@
+package criserver
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/google/go-cmp/cmp"
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// specSummary is the part of a generated spec the CRI config decides.
+type specSummary struct {
+	Args        []string
+	Env         []string
+	Cwd         string
+	OOM         int
+	Namespaces  []specs.LinuxNamespace
+	Mounts      []specs.Mount // non-default mounts only
+	NoNewPrivs  bool
+	ReadonlyFS  bool
+	Seccomp     bool
+	CapsAdded   bool
+	Cgroup      string
+	MemoryLimit int64
+}
+
+func generate(t testing.TB, in specInput) (*specSummary, error) {
+	t.Helper()
+	opts, err := containerSpecOpts(in)
+	if err != nil {
+		return nil, err
+	}
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: in.ID}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	sum := &specSummary{Args: s.Process.Args, Env: s.Process.Env, Cwd: s.Process.Cwd, Namespaces: s.Linux.Namespaces,
+		NoNewPrivs: s.Process.NoNewPrivileges, ReadonlyFS: s.Root.Readonly, Seccomp: s.Linux.Seccomp != nil, Cgroup: s.Linux.CgroupsPath}
+	if s.Process.OOMScoreAdj != nil {
+		sum.OOM = *s.Process.OOMScoreAdj
+	}
+	if s.Process.Capabilities != nil {
+		for _, c := range s.Process.Capabilities.Bounding {
+			if c == "CAP_NET_ADMIN" {
+				sum.CapsAdded = true
+			}
+		}
+	}
+	if s.Linux.Resources != nil && s.Linux.Resources.Memory != nil && s.Linux.Resources.Memory.Limit != nil {
+		sum.MemoryLimit = *s.Linux.Resources.Memory.Limit
+	}
+	for _, m := range s.Mounts {
+		if m.Type == "bind" {
+			sum.Mounts = append(sum.Mounts, m)
+		}
+	}
+	return sum, nil
+}
+
+func baseInput() specInput {
+	return specInput{
+		ID:         "c1",
+		Config:     &runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "c"}, Image: &runtime.ImageSpec{Image: "img"}},
+		Sandbox:    &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"}},
+		Image:      imagespec.ImageConfig{Entrypoint: []string{"/ep"}, Cmd: []string{"dflt"}, Env: []string{"PATH=/bin"}, WorkingDir: "/w"},
+		SandboxDir: "/sb", NetNSPath: "/run/netns/x", SandboxPID: 42, CgroupPath: "/kubepods/pod1/c1",
+	}
+}
+
+func TestContainerSpec(t *testing.T) {
+	defaultNS := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace, Path: "/proc/42/ns/pid"},
+		{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"},
+		{Type: specs.UTSNamespace, Path: "/proc/42/ns/uts"},
+		{Type: specs.MountNamespace},
+		{Type: specs.NetworkNamespace, Path: "/run/netns/x"},
+	}
+	sbMounts := []specs.Mount{
+		{Destination: "/etc/hostname", Type: "bind", Source: "/sb/hostname", Options: []string{"rbind", "rprivate", "rw"}},
+		{Destination: "/etc/hosts", Type: "bind", Source: "/sb/hosts", Options: []string{"rbind", "rprivate", "rw"}},
+		{Destination: "/etc/resolv.conf", Type: "bind", Source: "/sb/resolv.conf", Options: []string{"rbind", "rprivate", "rw"}},
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*specInput)
+		want   *specSummary
+		err    error
+	}{
+		{
+			name: "image defaults, oom clamped to ours",
+			mutate: func(in *specInput) {
+				in.OOMMin = 0
+				in.Config.Linux = &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{OomScoreAdj: -997, MemoryLimitInBytes: 1 << 20}}
+			},
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", OOM: 0, Namespaces: defaultNS,
+				Mounts: sbMounts, Seccomp: false, Cgroup: "/kubepods/pod1/c1", MemoryLimit: 1 << 20},
+		},
+		{
+			name: "command, args, env, workdir and security from CRI",
+			mutate: func(in *specInput) {
+				c := in.Config
+				c.Command, c.Args, c.WorkingDir = []string{"/bin/sh"}, []string{"-c", "true"}, "/tmp"
+				c.Envs = []*runtime.KeyValue{{Key: "A", Value: []byte("b")}}
+				c.Mounts = []*runtime.Mount{{ContainerPath: "/etc/hosts", HostPath: "/h", Readonly: true, Propagation: runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+				c.Linux = &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{
+					NoNewPrivs: true, ReadonlyRootfs: true,
+					Capabilities:     &runtime.Capability{AddCapabilities: []string{"NET_ADMIN"}},
+					Seccomp:          &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Unconfined},
+					NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER},
+				}}
+			},
+			want: &specSummary{Args: []string{"/bin/sh", "-c", "true"}, Env: []string{"PATH=/bin", "A=b"}, Cwd: "/tmp",
+				Namespaces: append([]specs.LinuxNamespace{{Type: specs.PIDNamespace}}, defaultNS[1:]...),
+				Mounts: []specs.Mount{
+					{Destination: "/etc/hostname", Type: "bind", Source: "/sb/hostname", Options: []string{"rbind", "rprivate", "ro"}},
+					{Destination: "/etc/resolv.conf", Type: "bind", Source: "/sb/resolv.conf", Options: []string{"rbind", "rprivate", "ro"}},
+					{Destination: "/etc/hosts", Type: "bind", Source: "/h", Options: []string{"rbind", "rslave", "ro"}},
+				},
+				NoNewPrivs: true, ReadonlyFS: true, CapsAdded: true, Cgroup: "/kubepods/pod1/c1"},
+		},
+		{
+			name: "host network",
+			mutate: func(in *specInput) {
+				in.NetNSPath = ""
+				in.Sandbox.Linux = &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+					NamespaceOptions: &runtime.NamespaceOption{Network: runtime.NamespaceMode_NODE}}}
+			},
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w",
+				Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/42/ns/pid"}, {Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, {Type: specs.MountNamespace}},
+				Mounts: []specs.Mount{
+					{Destination: "/etc/hosts", Type: "bind", Source: "/etc/hosts", Options: []string{"rbind", "ro"}},
+					{Destination: "/etc/resolv.conf", Type: "bind", Source: "/etc/resolv.conf", Options: []string{"rbind", "ro"}},
+					{Destination: "/etc/hostname", Type: "bind", Source: "/sb/hostname", Options: []string{"rbind", "rprivate", "rw"}},
+				},
+				Cgroup: "/kubepods/pod1/c1"},
+		},
+		{
+			name: "RuntimeDefault seccomp",
+			mutate: func(in *specInput) {
+				in.Config.Linux = &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{
+					Seccomp: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}}
+			},
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", Namespaces: defaultNS,
+				Mounts: sbMounts, Seccomp: true, Cgroup: "/kubepods/pod1/c1"},
+		},
+		{
+			name:   "no command anywhere",
+			mutate: func(in *specInput) { in.Image = imagespec.ImageConfig{} },
+			err:    errInvalidSpec,
+		},
+		{
+			name: "privileged container in unprivileged pod",
+			mutate: func(in *specInput) {
+				in.Config.Linux = &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{Privileged: true}}
+			},
+			err: errInvalidSpec,
+		},
+		{
+			name: "image volume unsupported",
+			mutate: func(in *specInput) {
+				in.Config.Mounts = []*runtime.Mount{{ContainerPath: "/v", Image: &runtime.ImageSpec{Image: "x"}}}
+			},
+			err: errImageVolume,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := baseInput()
+			tc.mutate(&in)
+			got, err := generate(t, in)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("got error %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Fatalf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestResolveID(t *testing.T) {
+	ids := []string{"abc123", "abd456", "ffff"}
+	for _, tc := range []struct{ in, want string }{{"abc123", "abc123"}, {"abc", "abc123"}, {"ff", "ffff"}, {"ab", ""}, {"zz", ""}} {
+		got, err := resolveID(ids, tc.in, "container")
+		if (err == nil) != (tc.want != "") || got != tc.want {
+			t.Errorf("resolveID(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestSandboxFiles(t *testing.T) {
+	cfg := &runtime.PodSandboxConfig{Hostname: "web-0", DnsConfig: &runtime.DNSConfig{
+		Servers: []string{"10.96.0.10"}, Searches: []string{"ns.svc.cluster.local", "svc.cluster.local"}, Options: []string{"ndots:5"}}}
+	got, err := sandboxFiles(cfg, []byte("nameserver 192.0.2.1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"hostname":    "web-0\n",
+		"hosts":       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"resolv.conf": "search ns.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
+	}
+	gs := map[string]string{}
+	for k, v := range got {
+		gs[k] = string(v)
+	}
+	if d := cmp.Diff(want, gs); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+}

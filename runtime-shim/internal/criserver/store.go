@@ -1,0 +1,236 @@
+package criserver
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/containers"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// sandboxRec is a sandbox as read from containerd.
+type sandboxRec struct {
+	ID      string
+	Config  *runtime.PodSandboxConfig
+	Labels  map[string]string
+	Created int64
+	State   runtime.PodSandboxState
+	PID     uint32
+	NetNS   string
+	IPs     []string
+}
+
+// containerRec is a container as read from containerd.
+type containerRec struct {
+	ID, SandboxID string
+	Config        *runtime.ContainerConfig
+	Labels        map[string]string
+	Image         string // image name
+	ImageRef      string // image id
+	State         runtime.ContainerState
+	PID           uint32
+	Created       int64
+	Started       int64
+	Finished      int64
+	ExitCode      int32
+	Reason        string
+	LogPath       string
+}
+
+func kindFilter(kind string) string { return fmt.Sprintf(`labels.%q==%s`, labelKind, kind) }
+
+// tasks returns all task states in the namespace in one call.
+func (s *Service) tasks(ctx context.Context) (map[string]*tasktypes.Process, error) {
+	resp, err := s.client.TaskService().List(s.ctx(ctx), &tasksapi.ListTasksRequest{})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]*tasktypes.Process, len(resp.Tasks))
+	for _, t := range resp.Tasks {
+		m[t.ID] = t
+	}
+	return m, nil
+}
+
+func decodeExt(c containers.Container, name string, into proto.Message) error {
+	ext, ok := c.Extensions[name]
+	if !ok {
+		return fmt.Errorf("container %s lacks extension %s", c.ID, name)
+	}
+	return proto.Unmarshal(ext.GetValue(), into)
+}
+
+func sandboxFrom(c containers.Container, t *tasktypes.Process) (*sandboxRec, error) {
+	cfg := &runtime.PodSandboxConfig{}
+	if err := decodeExt(c, extSandboxCfg, cfg); err != nil {
+		return nil, err
+	}
+	r := &sandboxRec{ID: c.ID, Config: cfg, Labels: c.Labels, Created: parseNanos(c.Labels[labelCreated]),
+		NetNS: c.Labels[labelNetNS], State: runtime.PodSandboxState_SANDBOX_NOTREADY}
+	if ips := c.Labels[labelIPs]; ips != "" {
+		r.IPs = strings.Split(ips, ",")
+	}
+	if t != nil && t.Status == tasktypes.Status_RUNNING && c.Labels[labelState] == "ready" {
+		r.State = runtime.PodSandboxState_SANDBOX_READY
+		r.PID = t.Pid
+	}
+	return r, nil
+}
+
+func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec, error) {
+	cfg := &runtime.ContainerConfig{}
+	if err := decodeExt(c, extContainerCfg, cfg); err != nil {
+		return nil, err
+	}
+	l := c.Labels
+	r := &containerRec{ID: c.ID, SandboxID: l[labelSandboxID], Config: cfg, Labels: l,
+		Image: l[labelImageName], ImageRef: l[labelImageRef], LogPath: l[labelLogPath],
+		Created: parseNanos(l[labelCreated]), Started: parseNanos(l[labelStarted]), Finished: parseNanos(l[labelFinished]),
+		Reason: l[labelReason], State: runtime.ContainerState_CONTAINER_CREATED}
+	if v, err := strconv.ParseInt(l[labelExitCode], 10, 32); err == nil {
+		r.ExitCode = int32(v)
+	}
+	switch {
+	case t != nil && (t.Status == tasktypes.Status_RUNNING || t.Status == tasktypes.Status_PAUSED || t.Status == tasktypes.Status_PAUSING):
+		r.State, r.PID = runtime.ContainerState_CONTAINER_RUNNING, t.Pid
+	case t != nil && t.Status == tasktypes.Status_STOPPED:
+		// Exited but not yet reaped by the monitor: report from the task.
+		r.State = runtime.ContainerState_CONTAINER_EXITED
+		if r.Finished == 0 {
+			r.ExitCode = int32(t.ExitStatus)
+			if t.ExitedAt != nil {
+				r.Finished = t.ExitedAt.AsTime().UnixNano()
+			}
+		}
+	case r.Finished != 0 || r.Started != 0:
+		r.State = runtime.ContainerState_CONTAINER_EXITED
+	}
+	if r.State == runtime.ContainerState_CONTAINER_EXITED && r.Reason == "" {
+		if r.ExitCode == 0 {
+			r.Reason = "Completed"
+		} else {
+			r.Reason = "Error"
+		}
+	}
+	return r, nil
+}
+
+func (s *Service) listSandboxes(ctx context.Context) ([]*sandboxRec, error) {
+	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindSandbox))
+	if err != nil {
+		return nil, err
+	}
+	ts, err := s.tasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*sandboxRec, 0, len(cs))
+	for _, c := range cs {
+		r, err := sandboxFrom(c, ts[c.ID])
+		if err != nil {
+			s.log.Warn("skipping unreadable sandbox")
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (s *Service) listContainers(ctx context.Context) ([]*containerRec, error) {
+	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindContainer))
+	if err != nil {
+		return nil, err
+	}
+	ts, err := s.tasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*containerRec, 0, len(cs))
+	for _, c := range cs {
+		r, err := containerFrom(c, ts[c.ID])
+		if err != nil {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// resolveID accepts a full ID or a unique prefix, as crictl passes prefixes.
+func resolveID(ids []string, want, what string) (string, error) {
+	var match []string
+	for _, id := range ids {
+		if id == want {
+			return id, nil
+		}
+		if strings.HasPrefix(id, want) {
+			match = append(match, id)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", status.Errorf(codes.NotFound, "%s %q not found", what, want)
+	case 1:
+		return match[0], nil
+	}
+	return "", status.Errorf(codes.InvalidArgument, "%s ID prefix %q is ambiguous", what, want)
+}
+
+func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error) {
+	all, err := s.listSandboxes(ctx)
+	if err != nil {
+		return nil, toStatus(err, "listing sandboxes")
+	}
+	ids := make([]string, len(all))
+	for i, r := range all {
+		ids[i] = r.ID
+	}
+	full, err := resolveID(ids, id, "sandbox")
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		if r.ID == full {
+			return r, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "sandbox %q not found", id)
+}
+
+func (s *Service) getContainer(ctx context.Context, id string) (*containerRec, error) {
+	all, err := s.listContainers(ctx)
+	if err != nil {
+		return nil, toStatus(err, "listing containers")
+	}
+	ids := make([]string, len(all))
+	for i, r := range all {
+		ids[i] = r.ID
+	}
+	full, err := resolveID(ids, id, "container")
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		if r.ID == full {
+			return r, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+}
+
+// setLabels merges labels into a containerd container's labels.
+func (s *Service) setLabels(ctx context.Context, id string, kv map[string]string) error {
+	c, err := s.client.LoadContainer(s.ctx(ctx), id)
+	if err != nil {
+		return err
+	}
+	_, err = c.SetLabels(s.ctx(ctx), kv)
+	return err
+}
