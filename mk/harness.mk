@@ -8,7 +8,7 @@ CLUSTER_BIN := $(OUT)/bin/nodesuite-cluster
 KUBECONFIG  ?= $(OUT)/cluster/admin.kubeconfig
 UP_FLAGS    ?=
 
-.PHONY: up down e2e test-e2e-local cluster-cli test-cluster-updown
+.PHONY: up down e2e test-e2e-local test-e2e-ours cluster-cli test-cluster-updown
 
 cluster-cli:
 	@mkdir -p $(OUT)/bin
@@ -47,6 +47,15 @@ test-e2e-local: cluster-cli
 test-cluster-updown:
 	cd e2e && NODESUITE_CLUSTER_INTEGRATION=1 go test -count=1 -timeout 25m -v -run 'TestPrepareHostThenDown|TestUpDown' ./harness/cluster/
 
+## test-e2e-ours: the same suite on a node that runs every daemon of ours the
+## harness offers (those with a READY_FOR_HARNESS marker), upstream for the rest.
+test-e2e-ours: build
+	@$(MAKE) --no-print-directory test-e2e-local \
+	  E2E_KUBELET=$(if $(wildcard kubelet/READY_FOR_HARNESS),ours,upstream) \
+	  E2E_RUNTIME=$(if $(wildcard runtime-shim/READY_FOR_HARNESS),ours,containerd) \
+	  E2E_PROXY=$(if $(wildcard proxy/READY_FOR_HARNESS),ours,upstream)
+
 # CI: the harness's up -> demo -> down -> nothing-left check (about 1 min on
-# a warm cache), then the e2e suite on a local cluster.
-TEST_TARGETS += test-cluster-updown test-e2e-local
+# a warm cache), then the e2e suite on the all-upstream baseline and on the
+# node with ours where ours exist.
+TEST_TARGETS += test-cluster-updown test-e2e-local test-e2e-ours

@@ -230,7 +230,12 @@ func (RealHost) DeleteLink(name string) error {
 		}
 		return err
 	}
-	return netlink.LinkDel(ln)
+	// A veth vanishes on its own when its peer's netns goes away, which can
+	// happen between the lookup and the delete: that is the wanted outcome.
+	if err := netlink.LinkDel(ln); err != nil && !errors.Is(err, syscall.ENODEV) {
+		return err
+	}
+	return nil
 }
 
 func (RealHost) Rmdir(path string) error {
