@@ -15,7 +15,7 @@ cluster-cli:
 	@cd e2e && go build -o $(CLUSTER_BIN) ./cmd/cluster
 
 ## up: a local single-node cluster with the demo workload answering
-up: cluster-cli
+up: cluster-cli build
 	@bash hack/deps.sh
 	@$(CLUSTER_BIN) up --repo $(ROOT) --kubelet $(KUBELET) --runtime $(RUNTIME) --proxy $(PROXY) $(UP_FLAGS)
 

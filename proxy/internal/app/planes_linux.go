@@ -40,7 +40,8 @@ func newDataPlane(log *zap.Logger, mode string, cfg *config.Config, families []v
 		if err != nil {
 			return nil, nil, fmt.Errorf("proxy-mode nftables: %w", err)
 		}
-		return p, func() { p.Close() }, nil
+		hs := health.NewServiceServers(log.Named("healthcheck"), "")
+		return withServiceHealth{DataPlane: p, hs: hs, log: log}, func() { hs.Close(); p.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("proxy mode %q not implemented", mode)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -42,17 +43,29 @@ func NewServiceServers(log *zap.Logger, bind string) *ServiceServers {
 
 // Sync opens, updates and closes servers to match st.
 func (s *ServiceServers) Sync(st *servicestate.State) error {
+	// kube-proxy reports, per Service, the number of distinct ready local
+	// endpoint addresses (its LocalReadyEndpoints): an endpoint appears once
+	// per port and family in the State, so count addresses, not entries, and
+	// leave serving-terminating fallbacks out.
 	want := map[int32]*svcServer{}
+	ips := map[int32]map[netip.Addr]bool{}
 	for k, sp := range st.Services {
-		if sp.HealthCheckNodePort == 0 {
+		if sp.HealthCheckNodePort <= 0 || !sp.ExternalPolicyLocal {
 			continue
 		}
-		t := want[sp.HealthCheckNodePort]
-		if t == nil {
-			t = &svcServer{name: types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}}
-			want[sp.HealthCheckNodePort] = t
+		port := sp.HealthCheckNodePort
+		if want[port] == nil {
+			want[port] = &svcServer{name: types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}}
+			ips[port] = map[netip.Addr]bool{}
 		}
-		t.locals += len(st.LocalEndpoints[k])
+		for _, ep := range st.LocalEndpoints[k] {
+			if ep.Ready {
+				ips[port][ep.IP] = true
+			}
+		}
+	}
+	for port, t := range want {
+		t.locals = len(ips[port])
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -27,8 +27,15 @@ func freePort(t *testing.T) int32 {
 func TestServiceServers(t *testing.T) {
 	port := freePort(t)
 	k := ss.Key{Name: ss.ServicePortName{Namespace: "ns", Name: "lb", Port: "http", Protocol: v1.ProtocolTCP}, Family: v1.IPv4Protocol}
-	st := &ss.State{Services: map[ss.Key]*ss.ServicePort{k: {Name: k.Name, HealthCheckNodePort: port}},
-		LocalEndpoints: map[ss.Key][]ss.Endpoint{k: {{IP: netip.MustParseAddr("10.244.0.2"), Port: 80, IsLocal: true}}}}
+	k6 := ss.Key{Name: k.Name, Family: v1.IPv6Protocol}
+	st := &ss.State{Services: map[ss.Key]*ss.ServicePort{
+		k:  {Name: k.Name, HealthCheckNodePort: port, ExternalPolicyLocal: true},
+		k6: {Name: k.Name, HealthCheckNodePort: port, ExternalPolicyLocal: true}},
+		LocalEndpoints: map[ss.Key][]ss.Endpoint{
+			// The same Pod under two keys counts once; a not-ready
+			// (serving-terminating) local endpoint does not count.
+			k:  {{IP: netip.MustParseAddr("10.244.0.2"), Port: 80, Ready: true, IsLocal: true}, {IP: netip.MustParseAddr("10.244.0.2"), Port: 81, Ready: true, IsLocal: true}, {IP: netip.MustParseAddr("10.244.0.3"), Port: 80, Serving: true, Terminating: true, IsLocal: true}},
+			k6: {{IP: netip.MustParseAddr("fd00::2"), Port: 80, Ready: true, IsLocal: true}}}}
 	s := NewServiceServers(zap.NewNop(), "127.0.0.1")
 	defer s.Close()
 	get := func() (int, map[string]any) {
@@ -47,11 +54,11 @@ func TestServiceServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body := get()
-	want := map[string]any{"service": map[string]any{"namespace": "ns", "name": "lb"}, "localEndpoints": 1.0, "serviceProxyHealthy": true}
+	want := map[string]any{"service": map[string]any{"namespace": "ns", "name": "lb"}, "localEndpoints": 2.0, "serviceProxyHealthy": true}
 	if d := cmp.Diff(want, body); code != 200 || d != "" {
 		t.Errorf("with a local endpoint: %d (-want +got):\n%s", code, d)
 	}
-	st.LocalEndpoints[k] = nil
+	st.LocalEndpoints[k], st.LocalEndpoints[k6] = nil, nil
 	if err := s.Sync(st); err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +66,7 @@ func TestServiceServers(t *testing.T) {
 		t.Errorf("without local endpoints: %d %v", code, body)
 	}
 	delete(st.Services, k)
+	delete(st.Services, k6)
 	if err := s.Sync(st); err != nil {
 		t.Fatal(err)
 	}

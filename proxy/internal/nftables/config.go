@@ -32,11 +32,12 @@ const DefaultMasqueradeBit = 14
 //	    ClusterCIDRs:  parsed cfg.ClusterCIDR (comma-separated, any family),
 //	    MasqueradeAll: cfg.NFTables.MasqueradeAll,
 //	    MasqueradeBit: *cfg.NFTables.MasqueradeBit,
-//	    HealthCheckBindAddress: "" (all addresses, as kube-proxy),
 //	}
 //
 // NodePort addresses are not configured here: they come with every Sync in
-// State.NodeIPs (nodePortAddresses already applied).
+// State.NodeIPs (nodePortAddresses already applied). The health check node
+// port servers are not part of a data plane: the proxy runs them beside
+// whichever plane it uses (internal/health).
 type Config struct {
 	// TableName is the nftables table, created in family "ip" for IPv4 and
 	// "ip6" for IPv6. Default DefaultTableName.
@@ -53,18 +54,12 @@ type Config struct {
 	// MasqueradeBit is the packet mark bit (0-31) meaning "masquerade this
 	// packet in postrouting". Nil means DefaultMasqueradeBit.
 	MasqueradeBit *int
-	// HealthCheckBindAddress is the IP the health check node port servers
-	// listen on ("" = all addresses, as kube-proxy).
-	HealthCheckBindAddress string
 	// NFTables gives the knftables.Interface per family (tests pass
 	// knftables.NewFake(family, table)). A missing family gets
 	// knftables.New(family, TableName), which needs the nft binary.
 	NFTables map[v1.IPFamily]knftables.Interface
 	// Conntrack clears stale UDP conntrack entries; nil means netlink.
 	Conntrack Conntrack
-	// DisableHealthCheckServer turns the health check node port servers off
-	// (unit tests that do not want to listen on ports).
-	DisableHealthCheckServer bool
 }
 
 // ErrInvalidConfig is wrapped by every validation error of New.
@@ -103,11 +98,6 @@ func (c Config) withDefaults() (Config, error) {
 	for _, p := range c.ClusterCIDRs {
 		if !p.IsValid() {
 			return c, fmt.Errorf("%w: ClusterCIDRs: invalid prefix %v", ErrInvalidConfig, p)
-		}
-	}
-	if c.HealthCheckBindAddress != "" {
-		if _, err := netip.ParseAddr(c.HealthCheckBindAddress); err != nil {
-			return c, fmt.Errorf("%w: HealthCheckBindAddress: %w", ErrInvalidConfig, err)
 		}
 	}
 	return c, nil

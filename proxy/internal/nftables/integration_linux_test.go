@@ -202,8 +202,7 @@ func TestIntegrationRealNFTables(t *testing.T) {
 				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 				NFTables:     map[v1.IPFamily]knftables.Interface{v1.IPv4Protocol: lastNFT},
 				// Real netlink: Sync always runs inside the node namespace.
-				Conntrack:                NewNetlinkConntrack(),
-				DisableHealthCheckServer: true,
+				Conntrack: NewNetlinkConntrack(),
 			})
 			return err
 		}); err != nil {
@@ -360,11 +359,10 @@ func TestIntegrationRealNFTables(t *testing.T) {
 				return err
 			}
 			p6, err = New(zap.NewNop(), Config{
-				Families:                 []v1.IPFamily{v1.IPv6Protocol},
-				ClusterCIDRs:             []netip.Prefix{netip.MustParsePrefix("fd00:10:244::/48")},
-				NFTables:                 map[v1.IPFamily]knftables.Interface{v1.IPv6Protocol: nft},
-				Conntrack:                &fakeConntrack{},
-				DisableHealthCheckServer: true,
+				Families:     []v1.IPFamily{v1.IPv6Protocol},
+				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10:244::/48")},
+				NFTables:     map[v1.IPFamily]knftables.Interface{v1.IPv6Protocol: nft},
+				Conntrack:    &fakeConntrack{},
 			})
 			return err
 		}); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"sigs.k8s.io/knftables"
 
@@ -22,7 +21,6 @@ type Proxier struct {
 	log       *zap.Logger
 	cfg       Config
 	planes    []*plane
-	health    *healthServers
 	conntrack Conntrack
 
 	mu sync.Mutex
@@ -44,9 +42,6 @@ func New(log *zap.Logger, cfg Config) (*Proxier, error) {
 	if p.conntrack == nil {
 		p.conntrack = NewNetlinkConntrack()
 	}
-	if !cfg.DisableHealthCheckServer {
-		p.health = newHealthServers(log, cfg.HealthCheckBindAddress)
-	}
 	for _, f := range cfg.Families {
 		nft := cfg.NFTables[f]
 		if nft == nil {
@@ -67,13 +62,9 @@ func New(log *zap.Logger, cfg Config) (*Proxier, error) {
 // Name is part of servicestate.DataPlane.
 func (p *Proxier) Name() string { return "nftables" }
 
-// Close stops the health check servers. The rules stay: connections keep
+// Close releases nothing in the kernel: the rules stay, so connections keep
 // working while the proxy restarts.
-func (p *Proxier) Close() {
-	if p.health != nil {
-		p.health.close()
-	}
-}
+func (p *Proxier) Close() {}
 
 // Sync is part of servicestate.DataPlane.
 func (p *Proxier) Sync(ctx context.Context, desired *servicestate.State, changed sets.Set[servicestate.Key], full bool) error {
@@ -85,34 +76,7 @@ func (p *Proxier) Sync(ctx context.Context, desired *servicestate.State, changed
 			errs = append(errs, err)
 		}
 	}
-	if p.health != nil {
-		if err := p.health.sync(healthTargets(desired)); err != nil {
-			// As kube-proxy: a port we cannot open is logged, not fatal.
-			p.log.Warn("health check node ports", zap.Error(err))
-		}
-	}
 	return errors.Join(errs...)
-}
-
-func healthTargets(st *servicestate.State) map[int32]healthTarget {
-	out := map[int32]healthTarget{}
-	for k, sp := range st.Services {
-		if sp.HealthCheckNodePort <= 0 || !sp.ExternalPolicyLocal {
-			continue
-		}
-		n := 0
-		for _, ep := range localEndpoints(st, k) {
-			if ep.Ready {
-				n++
-			}
-		}
-		t := out[sp.HealthCheckNodePort]
-		t.name = types.NamespacedName{Namespace: k.Name.Namespace, Name: k.Name.Name}
-		// One number per Service: the most any of its ports/families has.
-		t.localEPs = max(t.localEPs, n)
-		out[sp.HealthCheckNodePort] = t
-	}
-	return out
 }
 
 func localEndpoints(st *servicestate.State, k servicestate.Key) []servicestate.Endpoint {

@@ -32,10 +32,9 @@ func newTestProxier(t testing.TB, fake *knftables.Fake, mod func(*Config)) (*Pro
 	t.Helper()
 	ct := &fakeConntrack{}
 	cfg := Config{
-		ClusterCIDRs:             []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
-		NFTables:                 map[v1.IPFamily]knftables.Interface{v1.IPv4Protocol: fake},
-		Conntrack:                ct,
-		DisableHealthCheckServer: true,
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		NFTables:     map[v1.IPFamily]knftables.Interface{v1.IPv4Protocol: fake},
+		Conntrack:    ct,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -634,7 +633,6 @@ func TestNewConfigErrors(t *testing.T) {
 		{"table name", Config{TableName: "no spaces"}},
 		{"family", Config{Families: []v1.IPFamily{"IPv5"}}},
 		{"masquerade bit", Config{MasqueradeBit: &bad}},
-		{"health bind address", Config{HealthCheckBindAddress: "localhost"}},
 	}
 	for _, tc := range tests {
 		tc.cfg.NFTables = map[v1.IPFamily]knftables.Interface{v1.IPv4Protocol: newFake()}
