@@ -92,6 +92,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	if err != nil {
 		return nil, toStatus(err, "create container")
 	}
+	s.indexContainer(id)
 	s.emit(ctx, id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	s.log.Info("container created", zap.String("id", id), zap.String("name", name))
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil

@@ -35,6 +35,7 @@ func (s *Service) removeContainer(ctx context.Context, rec *containerRec) error 
 	cctx := s.ctx(ctx)
 	ctr, err := s.client.LoadContainer(cctx, rec.ID)
 	if errdefs.IsNotFound(err) {
+		s.unindexContainer(rec.ID)
 		return nil
 	} else if err != nil {
 		return toStatus(err, "load container")
@@ -47,6 +48,7 @@ func (s *Service) removeContainer(ctx context.Context, rec *containerRec) error 
 	if err := ctr.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return toStatus(err, "delete container")
 	}
+	s.unindexContainer(rec.ID)
 	s.mu.Lock()
 	if c := s.ios[rec.ID]; c != nil {
 		c.close()

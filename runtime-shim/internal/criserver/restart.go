@@ -13,9 +13,9 @@ import (
 //  1. Everything durable is in containerd: each sandbox and container is a
 //     containerd container with kind/name/sandbox labels and its CRI config
 //     as an extension; start and exit times and exit codes are labels.
-//  2. The only memory state is the name reservations, the FIFO copiers of
-//     running containers and the event subscribers; the first two are
-//     rebuilt here, subscribers reconnect.
+//  2. The only memory state is the name reservations, the index of
+//     container IDs, the FIFO copiers of running containers and the event
+//     subscribers; the first three are rebuilt here, subscribers reconnect.
 //  3. Nothing is restarted or stopped: a running task is adopted by
 //     reopening its FIFOs (paths derived from the container ID, see
 //     fifoSet) and waiting on it; a task that exited while we were down gets
@@ -48,6 +48,7 @@ func (s *Service) Recover(ctx context.Context) error {
 		if kind != kindContainer {
 			continue
 		}
+		s.indexContainer(c.ID)
 		t := ts[c.ID]
 		if t == nil {
 			continue

@@ -89,6 +89,7 @@ type Service struct {
 	mu     sync.Mutex
 	names  map[string]string // reserved name -> id, so concurrent creates cannot collide
 	ios    map[string]*containerIO
+	ctrs   map[string]struct{} // container IDs: rebuilt by Recover, kept by create/remove
 	opLk   keyedMutex
 	oom    int64
 	events events
@@ -97,7 +98,7 @@ type Service struct {
 // New builds a Service; Recover must run before serving.
 func New(cfg config.Config, client *containerd.Client, net Network, host Host, log *zap.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, client: client, net: net, host: host, log: log,
-		names: map[string]string{}, ios: map[string]*containerIO{}}
+		names: map[string]string{}, ios: map[string]*containerIO{}, ctrs: map[string]struct{}{}}
 	oom, err := host.OOMScoreAdjMin()
 	if err != nil {
 		return nil, fmt.Errorf("reading own oom_score_adj: %w", err)

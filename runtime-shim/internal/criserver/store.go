@@ -9,6 +9,7 @@ import (
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -204,25 +205,74 @@ func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error
 	return nil, status.Errorf(codes.NotFound, "sandbox %q not found", id)
 }
 
+func (s *Service) indexContainer(id string) {
+	s.mu.Lock()
+	s.ctrs[id] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Service) unindexContainer(id string) {
+	s.mu.Lock()
+	delete(s.ctrs, id)
+	s.mu.Unlock()
+}
+
+func (s *Service) containerIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.ctrs))
+	for id := range s.ctrs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// getContainer resolves id (full or unique prefix) through the in-memory
+// index and reads only that container and its task from containerd, so its
+// cost and its failure modes do not depend on the other containers.
 func (s *Service) getContainer(ctx context.Context, id string) (*containerRec, error) {
-	all, err := s.listContainers(ctx)
-	if err != nil {
-		return nil, toStatus(err, "listing containers")
-	}
-	ids := make([]string, len(all))
-	for i, r := range all {
-		ids[i] = r.ID
-	}
-	full, err := resolveID(ids, id, "container")
+	full, err := resolveID(s.containerIDs(), id, "container")
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range all {
-		if r.ID == full {
-			return r, nil
-		}
+	rec, err := s.loadContainer(ctx, full)
+	if errdefs.IsNotFound(err) {
+		s.unindexContainer(full)
+		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
 	}
-	return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+	return rec, err
+}
+
+// loadContainer reads one container and its task state.
+func (s *Service) loadContainer(ctx context.Context, id string) (*containerRec, error) {
+	c, err := s.client.ContainerService().Get(s.ctx(ctx), id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		return nil, toStatus(err, "load container")
+	}
+	if c.Labels[labelKind] != kindContainer {
+		return nil, fmt.Errorf("%s is not a CRI container: %w", id, errdefs.ErrNotFound)
+	}
+	var t *tasktypes.Process
+	resp, err := s.client.TaskService().Get(s.ctx(ctx), &tasksapi.GetRequest{ContainerID: id})
+	switch {
+	case err == nil:
+		t = resp.GetProcess()
+	case status.Code(err) == codes.NotFound:
+		// No task: created, or exited and reaped; the labels tell which.
+	case c.Labels[labelFinished] != "":
+		// The exit is recorded; the task is going away (its shim may
+		// already be unreachable), so it adds nothing.
+	default:
+		return nil, toStatus(err, "task state")
+	}
+	rec, err := containerFrom(c, t)
+	if err != nil {
+		return nil, fmt.Errorf("unreadable container %s (%v): %w", id, err, errdefs.ErrNotFound)
+	}
+	return rec, nil
 }
 
 // setLabels merges labels into a containerd container's labels.

@@ -1,0 +1,199 @@
+package criserver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	containerd "github.com/containerd/containerd/v2/client"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/nodesuite/nodesuite/runtime-shim/internal/config"
+)
+
+// fakeContainers is containerd's container service holding CRI containers;
+// it counts the List calls a lookup makes.
+type fakeContainers struct {
+	containersapi.ContainersClient
+	mu    sync.Mutex
+	m     map[string]*containersapi.Container
+	lists int
+}
+
+func (f *fakeContainers) Get(_ context.Context, r *containersapi.GetContainerRequest, _ ...grpc.CallOption) (*containersapi.GetContainerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.m[r.ID]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %q: not found", r.ID)
+	}
+	return &containersapi.GetContainerResponse{Container: c}, nil
+}
+
+func (f *fakeContainers) ListStream(context.Context, *containersapi.ListContainersRequest, ...grpc.CallOption) (containersapi.Containers_ListStreamClient, error) {
+	return unimplementedStream{}, nil // the client falls back to List
+}
+
+type unimplementedStream struct{ grpc.ClientStream }
+
+func (unimplementedStream) Recv() (*containersapi.ListContainerMessage, error) {
+	return nil, status.Error(codes.Unimplemented, "no streaming")
+}
+
+func (f *fakeContainers) List(context.Context, *containersapi.ListContainersRequest, ...grpc.CallOption) (*containersapi.ListContainersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	resp := &containersapi.ListContainersResponse{}
+	for _, c := range f.m {
+		resp.Containers = append(resp.Containers, c)
+	}
+	return resp, nil
+}
+
+// fakeTasks is containerd's task service. Once broken, listing all tasks
+// fails, as when one task's shim is going away, and so does asking about a
+// task in the set broken.
+type fakeTasks struct {
+	tasksapi.TasksClient
+	mu     sync.Mutex
+	m      map[string]*tasktypes.Process
+	broken map[string]bool
+	lists  int
+}
+
+func (f *fakeTasks) Get(_ context.Context, r *tasksapi.GetRequest, _ ...grpc.CallOption) (*tasksapi.GetResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.broken[r.ContainerID] {
+		return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+	}
+	p, ok := f.m[r.ContainerID]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "task %q: not found", r.ContainerID)
+	}
+	return &tasksapi.GetResponse{Process: p}, nil
+}
+
+func (f *fakeTasks) List(context.Context, *tasksapi.ListTasksRequest, ...grpc.CallOption) (*tasksapi.ListTasksResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	if len(f.broken) > 0 {
+		return nil, status.Error(codes.Unavailable, "ttrpc: closed")
+	}
+	resp := &tasksapi.ListTasksResponse{}
+	for _, p := range f.m {
+		resp.Tasks = append(resp.Tasks, p)
+	}
+	return resp, nil
+}
+
+type fakeHost struct{}
+
+func (fakeHost) NewNetNS(string) (string, error) { return "", nil }
+func (fakeHost) RemoveNetNS(string) error        { return nil }
+func (fakeHost) OOMScoreAdjMin() (int64, error)  { return -1000, nil }
+
+func fakeContainer(t *testing.T, id string, labels map[string]string) *containersapi.Container {
+	t.Helper()
+	ext, err := anypb.New(&runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "c-" + id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := map[string]string{labelKind: kindContainer, labelName: "c-" + id, labelSandboxID: "sb", labelCreated: "1"}
+	for k, v := range labels {
+		l[k] = v
+	}
+	return &containersapi.Container{ID: id, Labels: l, Extensions: map[string]*anypb.Any{extContainerCfg: ext}}
+}
+
+// TestGetContainerUsesIndex: resolving a container goes through the index
+// rebuilt by Recover and reads that one container, so ContainerStatus
+// neither lists every container nor fails because of another one (here the
+// task listing fails while a neighbour's shim goes away).
+func TestGetContainerUsesIndex(t *testing.T) {
+	ctrs := &fakeContainers{m: map[string]*containersapi.Container{}}
+	tasks := &fakeTasks{m: map[string]*tasktypes.Process{}, broken: map[string]bool{}}
+	const n = 50
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("%02d%062d", i, i)
+		ctrs.m[id] = fakeContainer(t, id, map[string]string{labelStarted: "2"})
+		tasks.m[id] = &tasktypes.Process{ID: id, Status: tasktypes.Status_RUNNING, Pid: uint32(100 + i)}
+	}
+	exited := "ee" + fmt.Sprintf("%062d", 0)
+	ctrs.m[exited] = fakeContainer(t, exited, map[string]string{labelStarted: "2", labelFinished: "3", labelExitCode: "0"})
+	dying := "dd" + fmt.Sprintf("%062d", 0) // exit recorded, task being deleted
+	ctrs.m[dying] = fakeContainer(t, dying, map[string]string{labelStarted: "2", labelFinished: "3", labelExitCode: "1"})
+	tasks.m[dying] = &tasktypes.Process{ID: dying, Status: tasktypes.Status_STOPPED, ExitStatus: 1}
+	sandbox := "5b" + fmt.Sprintf("%062d", 0)
+	ctrs.m[sandbox] = &containersapi.Container{ID: sandbox, Labels: map[string]string{labelKind: kindSandbox}}
+
+	client, err := containerd.NewWithConn(nil, containerd.WithServices(
+		containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recover with no tasks yet, so it only rebuilds the index (it would
+	// otherwise adopt running tasks and record exits).
+	live := tasks.m
+	tasks.m = map[string]*tasktypes.Process{}
+	if err := s.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tasks.m = live
+	tasks.broken[dying] = true
+	ctrs.lists, tasks.lists = 0, 0
+
+	ctx := context.Background()
+	for _, tc := range []struct {
+		in    string
+		code  codes.Code
+		state runtime.ContainerState
+		exit  int32
+	}{
+		{in: exited, state: runtime.ContainerState_CONTAINER_EXITED},
+		{in: "ee", state: runtime.ContainerState_CONTAINER_EXITED},
+		{in: dying, state: runtime.ContainerState_CONTAINER_EXITED, exit: 1},
+		{in: "07", state: runtime.ContainerState_CONTAINER_RUNNING},
+		{in: "0", code: codes.InvalidArgument},
+		{in: "ff", code: codes.NotFound},
+		{in: sandbox, code: codes.NotFound},
+	} {
+		r, err := s.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: tc.in})
+		if status.Code(err) != tc.code {
+			t.Errorf("ContainerStatus(%.8s): %v, want code %v", tc.in, err, tc.code)
+			continue
+		}
+		if err == nil && (r.Status.State != tc.state || r.Status.ExitCode != tc.exit) {
+			t.Errorf("ContainerStatus(%.8s) = %v exit %d, want %v exit %d", tc.in, r.Status.State, r.Status.ExitCode, tc.state, tc.exit)
+		}
+	}
+	if ctrs.lists != 0 || tasks.lists != 0 {
+		t.Errorf("lookups listed containers %d times and tasks %d times; want per-ID reads only", ctrs.lists, tasks.lists)
+	}
+
+	// A container deleted behind our back is NotFound and leaves the index.
+	ctrs.mu.Lock()
+	delete(ctrs.m, exited)
+	ctrs.mu.Unlock()
+	if _, err := s.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: "ee"}); status.Code(err) != codes.NotFound {
+		t.Errorf("deleted container: %v, want NotFound", err)
+	}
+	if got := len(s.containerIDs()); got != n+1 {
+		t.Errorf("index holds %d IDs, want %d", got, n+1)
+	}
+}
