@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"sigs.k8s.io/knftables"
+
+	"github.com/nodesuite/nodesuite/e2e/harness/hostos"
 )
 
 // CgroupFS is where the v1 hierarchies are mounted.
@@ -46,7 +47,7 @@ func (RealHost) Observe(l Layout) (Observed, error) {
 		pid = p.PPID
 	}
 	obs.Self = append(obs.Self, 1)
-	if obs.Mounts, err = mountPoints(); err != nil {
+	if obs.Mounts, err = hostos.MountPoints(); err != nil {
 		return obs, err
 	}
 	links, err := netlink.LinkList()
@@ -135,43 +136,6 @@ func listProcs() ([]Proc, error) {
 	return out, nil
 }
 
-func mountPoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("mountinfo: %w", err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 {
-			out = append(out, unescapeMount(fields[4]))
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // Alive reports whether pid still runs and is the same process.
 func (RealHost) Alive(pid int, ticks uint64) bool {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -221,22 +185,7 @@ func (RealHost) Unmount(path string) error {
 	return err
 }
 
-func (RealHost) DeleteLink(name string) error {
-	ln, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return err
-	}
-	// A veth vanishes on its own when its peer's netns goes away, which can
-	// happen between the lookup and the delete: that is the wanted outcome.
-	if err := netlink.LinkDel(ln); err != nil && !errors.Is(err, syscall.ENODEV) {
-		return err
-	}
-	return nil
-}
+func (RealHost) DeleteLink(name string) error { return hostos.DeleteLink(name) }
 
 func (RealHost) Rmdir(path string) error {
 	if err := syscall.Rmdir(path); err != nil && !errors.Is(err, syscall.ENOENT) {
@@ -250,7 +199,7 @@ func (RealHost) WriteFile(path, value string) error { return os.WriteFile(path, 
 // RemoveAll refuses to descend into a path that still has a mount below it:
 // rm -rf through a leftover bind mount would delete somebody else's files.
 func (RealHost) RemoveAll(path string) error {
-	mounts, err := mountPoints()
+	mounts, err := hostos.MountPoints()
 	if err != nil {
 		return err
 	}

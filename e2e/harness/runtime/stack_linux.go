@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -24,6 +22,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodesuite/nodesuite/e2e/harness/artifacts"
+	"github.com/nodesuite/nodesuite/e2e/harness/hostos"
 )
 
 // Options choose what a stack runs.
@@ -502,19 +501,12 @@ func containerPids(root string) []int {
 
 // unmountUnder detaches every mount at or below dir, deepest first.
 func unmountUnder(dir string) error {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := hostos.MountPoints()
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
-	defer f.Close()
 	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
+	for _, mp := range all {
 		if mp == dir || strings.HasPrefix(mp, dir+"/") {
 			mounts = append(mounts, mp)
 		}
@@ -529,39 +521,12 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// unescapeMount undoes mountinfo's octal escapes (\040 for space...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // deleteLink removes the stack's bridge if it exists.
 func deleteLink(name string) error {
 	if name == "" {
 		return nil
 	}
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		return fmt.Errorf("runtime: bridge %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(link); err != nil {
+	if err := hostos.DeleteLink(name); err != nil {
 		return fmt.Errorf("runtime: delete bridge %s: %w", name, err)
 	}
 	return nil
