@@ -59,3 +59,10 @@ test-e2e-ours: build
 # a warm cache), then the e2e suite on the all-upstream baseline and on the
 # node with ours where ours exist.
 TEST_TARGETS += test-cluster-updown test-e2e-local test-e2e-ours
+
+.PHONY: test-controlplane
+## test-controlplane: a control plane on free ports beside anything else
+## (package controlplane, used by the proxy and kubelet integration tests and benchmarks)
+test-controlplane:
+	cd e2e && NODESUITE_CONTROLPLANE_IT=1 go test -count=1 -timeout 5m ./harness/controlplane/
+TEST_TARGETS += test-controlplane

@@ -33,8 +33,8 @@ func kv(k, v string) string { return "--" + k + "=" + v }
 // `down`; fsync per write would make every API call wait on the disk.
 func EtcdProcess(bin string, l Layout) Process {
 	pki := l.PKI()
-	peer := fmt.Sprintf("http://127.0.0.1:%d", EtcdPeer)
-	client := fmt.Sprintf("https://127.0.0.1:%d", EtcdPort)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", l.EtcdPeerPort())
+	client := fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPort())
 	return Process{
 		Name: "etcd", Path: bin,
 		Args: []string{
@@ -45,14 +45,14 @@ func EtcdProcess(bin string, l Layout) Process {
 			kv("listen-peer-urls", peer),
 			kv("initial-advertise-peer-urls", peer),
 			kv("initial-cluster", "nodesuite="+peer),
-			kv("listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", EtcdMetrics)),
+			kv("listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", l.EtcdMetricsPort())),
 			kv("cert-file", filepath.Join(pki, "etcd-server.crt")),
 			kv("key-file", filepath.Join(pki, "etcd-server.key")),
 			kv("trusted-ca-file", filepath.Join(pki, "etcd-ca.crt")),
 			"--client-cert-auth=true",
 			"--unsafe-no-fsync=true",
 		},
-		Health: fmt.Sprintf("http://127.0.0.1:%d/health", EtcdMetrics),
+		Health: fmt.Sprintf("http://127.0.0.1:%d/health", l.EtcdMetricsPort()),
 	}
 }
 
@@ -66,8 +66,8 @@ func APIServerProcess(bin string, l Layout, h Host) Process {
 		Args: []string{
 			kv("advertise-address", h.IP.String()),
 			kv("bind-address", "0.0.0.0"),
-			kv("secure-port", strconv.Itoa(APIPort)),
-			kv("etcd-servers", fmt.Sprintf("https://127.0.0.1:%d", EtcdPort)),
+			kv("secure-port", strconv.Itoa(l.APIPort())),
+			kv("etcd-servers", fmt.Sprintf("https://127.0.0.1:%d", l.EtcdPort())),
 			kv("etcd-cafile", p("etcd-ca.crt")),
 			kv("etcd-certfile", p("apiserver-etcd-client.crt")),
 			kv("etcd-keyfile", p("apiserver-etcd-client.key")),
@@ -94,7 +94,7 @@ func APIServerProcess(bin string, l Layout, h Host) Process {
 			"--allow-privileged=true",
 			"--profiling=false",
 		},
-		Health: fmt.Sprintf("https://127.0.0.1:%d/readyz", APIPort),
+		Health: fmt.Sprintf("https://127.0.0.1:%d/readyz", l.APIPort()),
 	}
 }
 

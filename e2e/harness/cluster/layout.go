@@ -34,7 +34,28 @@ const (
 type Layout struct {
 	Dir    string // <repo>/_output/cluster
 	RunDir string // /run/nodesuite-cluster
+	// Ports override the control plane's ports; zero fields keep the
+	// cluster's fixed ones. A control plane started beside the local cluster
+	// (package controlplane) picks free ones.
+	Ports Ports
 }
+
+// Ports are the control plane's TCP ports.
+type Ports struct {
+	API, Etcd, EtcdPeer, EtcdMetrics int
+}
+
+func orDefault(p, def int) int {
+	if p == 0 {
+		return def
+	}
+	return p
+}
+
+func (l Layout) APIPort() int         { return orDefault(l.Ports.API, APIPort) }
+func (l Layout) EtcdPort() int        { return orDefault(l.Ports.Etcd, EtcdPort) }
+func (l Layout) EtcdPeerPort() int    { return orDefault(l.Ports.EtcdPeer, EtcdPeer) }
+func (l Layout) EtcdMetricsPort() int { return orDefault(l.Ports.EtcdMetrics, EtcdMetrics) }
 
 // NewLayout returns the layout for the checkout at repoRoot.
 func NewLayout(repoRoot string) Layout {

@@ -193,7 +193,7 @@ func (c *Cluster) WriteFiles(mode string) error {
 	if err := WritePKI(l.PKI(), ClusterPKI(c.Host.IP, c.Host.NodeName)); err != nil {
 		return err
 	}
-	server := fmt.Sprintf("https://%s:%d", c.Host.IP, APIPort)
+	server := fmt.Sprintf("https://%s:%d", c.Host.IP, l.APIPort())
 	if err := WriteKubeconfigs(l.Dir, server, l.PKI()); err != nil {
 		return err
 	}
