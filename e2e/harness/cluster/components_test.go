@@ -15,6 +15,8 @@ import (
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodesuite/nodesuite/e2e/harness/runtime"
 )
 
 var (
@@ -193,10 +195,6 @@ func TestSmallFiles(t *testing.T) {
 	if d := cmp.Diff("nameserver 192.0.2.2\noptions timeout:1 attempts:1\n", ResolvConf(testHost.IP)); d != "" {
 		t.Errorf("resolv.conf (-want +got):\n%s", d)
 	}
-	wantHosts := "server = \"https://registry.k8s.io\"\n\n[host.\"http://127.0.0.1:5111\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-	if d := cmp.Diff(wantHosts, HostsToml("registry.k8s.io", "http://127.0.0.1:5111")); d != "" {
-		t.Errorf("hosts.toml (-want +got):\n%s", d)
-	}
 	wantCNI := `{
   "cniVersion": "1.0.0",
   "name": "nodesuite",
@@ -224,66 +222,25 @@ func TestSmallFiles(t *testing.T) {
 	}
 }
 
-func TestContainerdConfig(t *testing.T) {
+// TestContainerdParams: the cluster's containerd keeps its root under the
+// checkout and its state and sockets under RunDir; the config text itself is
+// runtime.ContainerdConfig's (tested there).
+func TestContainerdParams(t *testing.T) {
 	p := RuntimePaths{Runc: "/b/runc", CNIBinDir: "/c/cni/bin", RegistryHostsDir: "/h"}
-	withCRI := ContainerdConfig(testLayout, p, true)
-	want := `version = 3
-root = "/r/_output/cluster/runtime/root"
-state = "/run/nodesuite-cluster/containerd"
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-
-[grpc]
-  address = "/run/nodesuite-cluster/containerd.sock"
-
-[ttrpc]
-  address = "/run/nodesuite-cluster/containerd.sock.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins]
-  [plugins.'io.containerd.internal.v1.opt']
-    path = "/r/_output/cluster/runtime/root/opt"
-  [plugins.'io.containerd.shim.v1.manager']
-    socket_dir = "/run/nodesuite-cluster/s"
-  [plugins.'io.containerd.cri.v1.images']
-    snapshotter = 'overlayfs'
-    [plugins.'io.containerd.cri.v1.images'.pinned_images]
-      sandbox = "registry.k8s.io/pause:3.10.2"
-    [plugins.'io.containerd.cri.v1.images'.registry]
-      config_path = "/h"
-  [plugins.'io.containerd.cri.v1.runtime']
-    restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
-    enable_selinux = false
-    cdi_spec_dirs = []
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = 'runc'
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-          BinaryName = "/b/runc"
-          Root = "/run/nodesuite-cluster/runc"
-          SystemdCgroup = false
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = ["/c/cni/bin"]
-      conf_dir = "/r/_output/cluster/cni/net.d"
-      max_conf_num = 1
-  [plugins.'io.containerd.grpc.v1.cri']
-    disable_tcp_service = true
-    stream_server_address = '127.0.0.1'
-    stream_server_port = '0'
-`
-	if d := cmp.Diff(want, withCRI); d != "" {
-		t.Errorf("with CRI (-want +got):\n%s", d)
+	want := runtime.ContainerdParams{
+		Paths: runtime.ContainerdPaths{
+			Root: "/r/_output/cluster/runtime/root", State: "/run/nodesuite-cluster/containerd",
+			Socket: "/run/nodesuite-cluster/containerd.sock", ShimSocketDir: "/run/nodesuite-cluster/s",
+			Opt: "/r/_output/cluster/runtime/root/opt", RuncRoot: "/run/nodesuite-cluster/runc",
+			RegistryConfigDir: "/h", CNIConfDir: "/r/_output/cluster/cni/net.d",
+		},
+		CRI: true, RuncBinary: "/b/runc", CNIBinDir: "/c/cni/bin", SandboxImage: "registry.k8s.io/pause:3.10.2",
 	}
-	noCRI := ContainerdConfig(testLayout, p, false)
-	wantNoCRI := strings.Replace(want, `disabled_plugins = ["io.containerd.nri.v1.nri"]`, `disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.grpc.v1.cri"]`, 1)
-	if d := cmp.Diff(wantNoCRI, noCRI); d != "" {
-		t.Errorf("without CRI (-want +got):\n%s", d)
+	if d := cmp.Diff(want, ContainerdParams(testLayout, p, true)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if got := ContainerdParams(testLayout, p, false); got.CRI {
+		t.Errorf("CRI on although our runtime-shim serves it")
 	}
 }
 

@@ -148,5 +148,5 @@ func (c *Cluster) StartRegistry(ctx context.Context, archives []string) error {
 		return err
 	}
 	args := append([]string{"serve-registry", "--addr", RegistryAddr}, archives...)
-	return c.start(ctx, Process{Name: "registry", Path: self, Args: args, Health: "http://" + RegistryAddr + ReadyPath}, 5*time.Minute)
+	return c.start(ctx, Process{Name: "registry", Path: self, Args: args, Health: "http://" + RegistryAddr + images.ReadyPath}, 5*time.Minute)
 }

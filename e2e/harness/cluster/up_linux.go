@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodesuite/nodesuite/e2e/harness/runtime"
 )
 
 // Binaries are the paths Up runs.
@@ -280,7 +282,7 @@ func (c *Cluster) CRISocket() string {
 func (c *Cluster) StartRuntime(ctx context.Context) error {
 	l, b := c.Layout, c.Bins
 	paths := RuntimePaths{Containerd: b.Containerd, Runc: b.Runc, CNIBinDir: b.CNIBinDir, RegistryHostsDir: l.RegistryHostsDir()}
-	if err := os.WriteFile(l.ContainerdConfig(), []byte(ContainerdConfig(l, paths, c.Opts.Runtime != Ours)), 0o644); err != nil {
+	if err := os.WriteFile(l.ContainerdConfig(), []byte(runtime.ContainerdConfig(ContainerdParams(l, paths, c.Opts.Runtime != Ours))), 0o644); err != nil {
 		return fmt.Errorf("containerd config: %w", err)
 	}
 	if err := c.State.Update(func(s *State) { s.RuncBin, s.RuncRoot = b.Runc, l.RuncRoot() }); err != nil {

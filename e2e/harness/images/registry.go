@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,11 +30,12 @@ import (
 // containerd asks a hosts.toml mirror for.
 type Registry struct {
 	// Addr is host:port it listens on.
-	Addr string
-	srv  *http.Server
-	done chan error
-	once sync.Once
-	err  error
+	Addr  string
+	ready atomic.Bool
+	srv   *http.Server
+	done  chan error
+	once  sync.Once
+	err   error
 }
 
 // Endpoint is the mirror URL for hosts.toml.
@@ -80,19 +82,35 @@ func Serve(ctx context.Context, zlog *zap.Logger, addr string, files []string) (
 	if err != nil {
 		return nil, fmt.Errorf("images: registry: %w", err)
 	}
-	r := &Registry{
-		Addr: ln.Addr().String(),
-		// The registry logs every request; keep it quiet.
-		srv:  &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 30 * time.Second},
-		done: make(chan error, 1),
-	}
+	r := &Registry{Addr: ln.Addr().String(), done: make(chan error, 1)}
+	// The registry logs every request; keep it quiet.
+	r.srv = &http.Server{Handler: r.withReady(registry.New(registry.Logger(log.New(io.Discard, "", 0)))), ReadHeaderTimeout: 30 * time.Second}
 	go func() { r.done <- r.srv.Serve(ln) }()
 	if err := r.load(ctx, zlog, files); err != nil {
 		_ = r.Stop(context.Background())
 		return nil, err
 	}
+	r.ready.Store(true)
 	zlog.Info("registry serving", zap.String("addr", r.Addr), zap.Int("archives", len(files)))
 	return r, nil
+}
+
+// ReadyPath answers 200 once the registry holds every image: a registry
+// run as a separate process (the local cluster's) is waited for through it.
+const ReadyPath = "/nodesuite-ready"
+
+func (r *Registry) withReady(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != ReadyPath {
+			h.ServeHTTP(w, req)
+			return
+		}
+		if !r.ready.Load() {
+			http.Error(w, "pushing images", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
 }
 
 // load pushes every tag of every archive.

@@ -161,7 +161,7 @@ func (s *Stack) writeConfig() error {
 	}
 	files := map[string]string{
 		l.Config(): ContainerdConfig(ContainerdParams{
-			Layout: l, CRI: s.opts.Runtime == Containerd, RuncBinary: a.Bin("runc"),
+			Paths: l.ContainerdPaths(), CRI: s.opts.Runtime == Containerd, RuncBinary: a.Bin("runc"),
 			CNIBinDir: a.CNIBinDir, SandboxImage: s.opts.SandboxImage,
 		}),
 	}
