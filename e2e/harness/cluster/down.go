@@ -122,7 +122,7 @@ func PlanDown(l Layout, st *State, obs Observed) []Action {
 		if stopped[p.PID] || self[p.PID] {
 			continue
 		}
-		if strings.Contains(p.Cmdline, l.Dir+"/") || strings.Contains(p.Cmdline, l.RunDir) {
+		if strings.Contains(p.Cmdline, l.Dir+"/") || strings.Contains(p.Cmdline, l.RunDir+"/") {
 			plan = append(plan, Action{Kind: StopProcess, Target: firstWord(p.Cmdline), PID: p.PID, StartTicks: p.StartTicks})
 			stopped[p.PID] = true
 		}
