@@ -2,6 +2,7 @@
 //
 //	cluster up [--kubelet ours|upstream] [--runtime ours|containerd] [--proxy ours|upstream]
 //	cluster down
+//	cluster swap-kubelet --to ours|upstream
 //
 // The logic is in package harness/cluster.
 package main
@@ -26,7 +27,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: cluster up|down|serve-registry [flags]")
+		fmt.Fprintln(stderr, "usage: cluster up|down|swap-kubelet|serve-registry [flags]")
 		return 2
 	}
 	cmd, args := args[0], args[1:]
@@ -42,6 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep-on-failure", false, "Leave a failed cluster running for debugging (make down removes it).")
 	noDemo := fs.Bool("no-demo", false, "Do not deploy the demo workload.")
 	addr := fs.String("addr", cluster.RegistryAddr, "serve-registry: listen address.")
+	to := fs.String("to", "", "swap-kubelet: the kubelet to run next, ours or upstream (the same as now restarts it).")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -107,6 +109,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "cluster down")
 		return 0
+	case "swap-kubelet":
+		choice, err := cluster.ParseChoice("--to", *to)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		start := time.Now()
+		sw, err := cluster.SwapKubelet(ctx, log, cluster.NewLayout(*repo), *repo, artifacts.CacheRoot(), choice, 30*time.Second)
+		if err != nil {
+			fmt.Fprintf(stderr, "swap-kubelet: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "kubelet %s (pid %d) replaced by %s in %s\n", sw.Old.Path, sw.Old.PID, sw.New.Path, time.Since(start).Round(time.Millisecond))
+		return 0
 	case "serve-registry":
 		if err := cluster.ServeRegistry(ctx, log, *addr, fs.Args()); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -114,6 +130,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(stderr, "unknown command %q: want up, down or serve-registry\n", cmd)
+	fmt.Fprintf(stderr, "unknown command %q: want up, down, swap-kubelet or serve-registry\n", cmd)
 	return 2
 }
