@@ -169,6 +169,8 @@ func runCritestCompare(ctx context.Context, log *zap.Logger, args []string) erro
 		if len(reg) > 0 {
 			fmt.Println("  " + strings.Join(reg, "\n  "))
 		}
+		// The gate: ours passes at least as many and fails none of base's.
+		errs = append(errs, runtime.CompareVerdict(base, ours))
 	}
 	return errors.Join(errs...)
 }

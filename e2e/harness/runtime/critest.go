@@ -154,3 +154,19 @@ func Regressions(base, ours CritestResult) []string {
 	}
 	return out
 }
+
+// ErrCritestBehind: ours passes fewer critest specs than containerd's CRI,
+// or fails one that containerd passes.
+var ErrCritestBehind = errors.New("runtime-shim is behind containerd's CRI on critest")
+
+// CompareVerdict is the gate of a critest-compare run: nil when ours passes
+// at least as many specs as base and fails none that base passes.
+func CompareVerdict(base, ours CritestResult) error {
+	if reg := Regressions(base, ours); len(reg) > 0 {
+		return fmt.Errorf("%w: %d specs fail only on ours: %s", ErrCritestBehind, len(reg), strings.Join(reg, "; "))
+	}
+	if ours.Passed < base.Passed {
+		return fmt.Errorf("%w: %d passed, containerd %d", ErrCritestBehind, ours.Passed, base.Passed)
+	}
+	return nil
+}

@@ -59,3 +59,24 @@ func TestCritestArgs(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+func TestCompareVerdict(t *testing.T) {
+	base := CritestResult{Passed: 113, Failures: []string{"a"}}
+	for _, tc := range []struct {
+		name string
+		ours CritestResult
+		ok   bool
+	}{
+		{"ahead", CritestResult{Passed: 114}, true},
+		{"level, same failure", CritestResult{Passed: 113, Failures: []string{"a"}}, true},
+		{"fewer passed", CritestResult{Passed: 112}, false},
+		{"regression", CritestResult{Passed: 114, Failures: []string{"b"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CompareVerdict(base, tc.ours)
+			if tc.ok != (err == nil) || (err != nil && !errors.Is(err, ErrCritestBehind)) {
+				t.Errorf("CompareVerdict = %v, want ok=%t", err, tc.ok)
+			}
+		})
+	}
+}

@@ -97,6 +97,7 @@ func Run(ctx context.Context, streams sharedapp.Streams, args []string) error {
 			case <-time.After(time.Second):
 			}
 		}
+		svc.DetectFeatures(ctx)
 		recovered.Store(true)
 		go svc.WatchOOM(ctx)
 		return serve(ctx, log, cfg, svc)

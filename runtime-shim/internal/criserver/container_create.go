@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/zap"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -24,8 +27,11 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	if sb.State != runtime.PodSandboxState_SANDBOX_READY {
 		return nil, toStatus(fmt.Errorf("%w: sandbox %s is not ready", errInvalidSpec, sb.ID), "create container")
 	}
-	cfg := r.GetConfig()
 	id := newID()
+	cfg, err := s.resolveImageVolumes(ctx, sb.ID, r.GetConfig())
+	if err != nil {
+		return nil, toStatus(err, "image volumes")
+	}
 	name := containerName(cfg.GetMetadata(), sb.Config.GetMetadata())
 	if err := s.reserve(name, id); err != nil {
 		return nil, err
@@ -48,7 +54,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		ID: id, Config: cfg, Sandbox: sb.Config, Image: ispec.Config,
 		SandboxDir: s.sandboxDir(sb.ID), NetNSPath: sb.NetNS, SandboxPID: sb.PID,
 		CgroupPath: s.cgroupPath(sb.Config.GetLinux().GetCgroupParent(), id),
-		OOMMin:     s.oom, SeccompRoot: filepath.Join(s.cfg.RootDir, "seccomp"),
+		OOMMin:     s.oom, SeccompRoot: filepath.Join(s.cfg.RootDir, "seccomp"), RRO: s.feat.RRO,
 	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
 		tc, err := s.getContainer(ctx, t)
@@ -61,6 +67,12 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	if err != nil {
 		return nil, toStatus(err, "container spec")
 	}
+	// The Pod's user namespace (validated when the sandbox ran).
+	userns, err := parseUserns(sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return nil, toStatus(err, "container user namespace")
+	}
+	opts = append(opts, userns.specOpts(sb.PID)...)
 	opts = append(opts, userOpts(cfg.GetLinux().GetSecurityContext(), ispec.Config.User)...)
 	ext, err := typeurl.MarshalAny(cfg)
 	if err != nil {
@@ -83,10 +95,11 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	_, err = s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		containerd.WithNewSnapshot(id, cimg),
+		containerd.WithNewSnapshot(id, cimg, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(labels),
+		withUserLabel,
 		containerd.WithContainerExtension(extContainerCfg, ext),
 	)
 	if err != nil {
@@ -122,6 +135,10 @@ func userOpts(sc *runtime.LinuxContainerSecurityContext, imageUser string) []oci
 		})
 	}
 	user := ""
+	if sc.GetSupplementalGroupsPolicy() == runtime.SupplementalGroupsPolicy_Strict {
+		// Strict: only the CRI's groups, none from the image's /etc/group.
+		return append(opts, withSupplementalGIDs(sc.GetSupplementalGroups()))
+	}
 	if sc.GetRunAsUser() != nil {
 		user = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10)
 	} else if sc.GetRunAsUsername() != "" {
@@ -133,12 +150,83 @@ func userOpts(sc *runtime.LinuxContainerSecurityContext, imageUser string) []oci
 		user = "0"
 	}
 	opts = append(opts, oci.WithAdditionalGIDs(user))
-	if sg := sc.GetSupplementalGroups(); len(sg) > 0 {
-		groups := make([]string, len(sg))
-		for i, g := range sg {
-			groups[i] = strconv.FormatInt(g, 10)
+	return append(opts, withSupplementalGIDs(sc.GetSupplementalGroups()))
+}
+
+// withSupplementalGIDs adds the CRI's supplemental groups and keeps the
+// primary group first in the list, as the kernel reports it (id -G).
+func withSupplementalGIDs(groups []int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			s.Process = &specs.Process{}
 		}
-		opts = append(opts, oci.WithAppendAdditionalGroups(groups...))
+		u := &s.Process.User
+		gids := []uint32{u.GID}
+		for _, g := range u.AdditionalGids {
+			if !slices.Contains(gids, g) {
+				gids = append(gids, g)
+			}
+		}
+		for _, g := range groups {
+			if !slices.Contains(gids, uint32(g)) {
+				gids = append(gids, uint32(g))
+			}
+		}
+		u.AdditionalGids = gids
+		return nil
 	}
-	return opts
+}
+
+// withUserLabel records the process identity the spec ended with, so that
+// ContainerStatus reports it without decoding the spec each time. It runs
+// after the spec and the labels are set.
+func withUserLabel(ctx context.Context, _ *containerd.Client, c *containers.Container) error {
+	if c.Spec == nil {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(c.Spec)
+	if err != nil {
+		return err
+	}
+	sp, ok := v.(*specs.Spec)
+	if !ok || sp.Process == nil {
+		return nil
+	}
+	if c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	c.Labels[labelUser] = formatUser(sp.Process.User)
+	return nil
+}
+
+func formatUser(u specs.User) string {
+	gs := make([]string, len(u.AdditionalGids))
+	for i, g := range u.AdditionalGids {
+		gs[i] = strconv.FormatUint(uint64(g), 10)
+	}
+	return fmt.Sprintf("%d:%d:%s", u.UID, u.GID, strings.Join(gs, ","))
+}
+
+// parseUser reads formatUser's output; nil when absent or malformed.
+func parseUser(v string) *runtime.LinuxContainerUser {
+	parts := strings.SplitN(v, ":", 3)
+	if len(parts) != 3 {
+		return nil
+	}
+	uid, err1 := strconv.ParseInt(parts[0], 10, 64)
+	gid, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	u := &runtime.LinuxContainerUser{Uid: uid, Gid: gid}
+	if parts[2] != "" {
+		for _, g := range strings.Split(parts[2], ",") {
+			n, err := strconv.ParseInt(g, 10, 64)
+			if err != nil {
+				return nil
+			}
+			u.SupplementalGroups = append(u.SupplementalGroups, n)
+		}
+	}
+	return u
 }

@@ -7,6 +7,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -49,6 +50,7 @@ func (s *Service) removeContainer(ctx context.Context, rec *containerRec) error 
 		return toStatus(err, "delete container")
 	}
 	s.unindexContainer(rec.ID)
+	s.dropLive(rec.ID)
 	s.mu.Lock()
 	if c := s.ios[rec.ID]; c != nil {
 		c.close()
@@ -58,5 +60,7 @@ func (s *Service) removeContainer(ctx context.Context, rec *containerRec) error 
 	_ = os.RemoveAll(filepath.Join(s.fifoDir(), rec.ID))
 	s.release(rec.Labels[labelName])
 	s.emit(ctx, rec.ID, rec.SandboxID, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
+	s.log.Info("container removed", zap.String("id", rec.ID), zap.Stringer("state", rec.State),
+		zap.Int64("created", rec.Created), zap.Int64("started", rec.Started), zap.Int64("finished", rec.Finished))
 	return nil
 }

@@ -56,7 +56,10 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
 		return nil, fail("wait task", err)
 	}
+	// Known to the monitors before it runs: lists then never miss it.
+	s.setLive(rec.ID, task.Pid())
 	if err := task.Start(cctx); err != nil {
+		s.dropLive(rec.ID)
 		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
 		return nil, fail("start task", err)
 	}
@@ -76,6 +79,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 // state survives in containerd and the runc shim process goes away.
 func (s *Service) monitor(id string, exitCh <-chan containerd.ExitStatus, cio *containerIO) {
 	st := <-exitCh
+	s.liveExited(id, st.ExitCode(), st.ExitTime())
 	ctx := s.ctx(context.Background())
 	if cio != nil {
 		waitTimeout(cio.wait, 2*time.Second)

@@ -28,7 +28,7 @@ func containerStatus(rec *containerRec) *runtime.ContainerStatus {
 		CreatedAt: rec.Created, StartedAt: rec.Started, FinishedAt: rec.Finished,
 		Image: c.GetImage(), ImageRef: rec.ImageRef, ImageId: rec.ImageRef,
 		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), Mounts: c.GetMounts(), LogPath: rec.LogPath,
-		User: &runtime.ContainerUser{},
+		User: &runtime.ContainerUser{Linux: parseUser(rec.Labels[labelUser])},
 	}
 	if rec.Image != "" {
 		st.Image = &runtime.ImageSpec{Image: rec.Image, Annotations: c.GetImage().GetAnnotations()}

@@ -45,7 +45,11 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.names[n] = c.ID
 			s.mu.Unlock()
 		}
-		if kind != kindContainer {
+		if kind == kindSandbox {
+			s.indexSandbox(c.ID)
+			if t := ts[c.ID]; t != nil && t.Status == tasktypes.Status_RUNNING {
+				s.adoptPause(cctx, c.ID, t.Pid)
+			}
 			continue
 		}
 		s.indexContainer(c.ID)
@@ -101,9 +105,28 @@ func (s *Service) adopt(ctx context.Context, rec *containerRec) error {
 		cio.close()
 		return err
 	}
+	s.setLive(rec.ID, rec.PID)
 	s.mu.Lock()
 	s.ios[rec.ID] = cio
 	s.mu.Unlock()
 	go s.monitor(rec.ID, exitCh, cio)
 	return nil
+}
+
+// adoptPause watches a running pause task again after a restart.
+func (s *Service) adoptPause(ctx context.Context, id string, pid uint32) {
+	ctr, err := s.client.LoadContainer(ctx, id)
+	if err != nil {
+		return
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return
+	}
+	exitCh, err := task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		s.log.Warn("watching pause task", zap.String("id", id), zap.Error(err))
+		return
+	}
+	s.watchPause(id, pid, exitCh)
 }

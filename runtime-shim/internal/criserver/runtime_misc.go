@@ -130,26 +130,6 @@ func (s *Service) RestorePod(context.Context, *runtime.RestorePodRequest) (*runt
 	return nil, status.Error(codes.Unimplemented, "RestorePod: checkpoint/restore needs CRIU, which this runtime does not support")
 }
 
-// errNoMetrics: the Prometheus-style Pod metrics (cAdvisor's ~45 container_*
-// series from cgroup and network counters) are not implemented yet; the
-// kubelet keeps using cAdvisor for them unless PodAndContainerStatsFromCRI is on.
-var errNoMetrics = status.Error(codes.Unimplemented, "Pod sandbox metrics (ListMetricDescriptors/ListPodSandboxMetrics) are not implemented by runtime-shim yet; use cAdvisor")
-
-// ListMetricDescriptors is not implemented (see errNoMetrics).
-func (s *Service) ListMetricDescriptors(context.Context, *runtime.ListMetricDescriptorsRequest) (*runtime.ListMetricDescriptorsResponse, error) {
-	return nil, errNoMetrics
-}
-
-// ListPodSandboxMetrics is not implemented (see errNoMetrics).
-func (s *Service) ListPodSandboxMetrics(context.Context, *runtime.ListPodSandboxMetricsRequest) (*runtime.ListPodSandboxMetricsResponse, error) {
-	return nil, errNoMetrics
-}
-
-// StreamPodSandboxMetrics is not implemented (see errNoMetrics).
-func (s *Service) StreamPodSandboxMetrics(*runtime.StreamPodSandboxMetricsRequest, grpc.ServerStreamingServer[runtime.StreamPodSandboxMetricsResponse]) error {
-	return errNoMetrics
-}
-
 // The Stream* list calls send the whole list in one message.
 
 func (s *Service) StreamPodSandboxes(r *runtime.StreamPodSandboxesRequest, st grpc.ServerStreamingServer[runtime.StreamPodSandboxesResponse]) error {

@@ -23,16 +23,17 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 	if err := s.stopSandbox(ctx, sb); err != nil {
 		return nil, err
 	}
-	cs, err := s.listContainers(ctx)
+	cs, err := s.listContainersOf(ctx, sb.ID)
 	if err != nil {
 		return nil, toStatus(err, "list containers")
 	}
 	for _, c := range cs {
-		if c.SandboxID == sb.ID {
-			if err := s.removeContainer(ctx, c); err != nil {
-				return nil, err
-			}
+		if err := s.removeContainer(ctx, c); err != nil {
+			return nil, err
 		}
+	}
+	if err := s.removeImageVolumes(ctx, sb.ID); err != nil {
+		return nil, toStatus(err, "image volumes")
 	}
 	cctx := s.ctx(ctx)
 	if ctr, err := s.client.LoadContainer(cctx, sb.ID); err == nil {
@@ -41,6 +42,8 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 		}
 	}
 	_ = os.RemoveAll(s.sandboxDir(sb.ID))
+	s.unindexSandbox(sb.ID)
+	s.dropLive(sb.ID)
 	s.release(sb.Labels[labelName])
 	return &runtime.RemovePodSandboxResponse{}, nil
 }

@@ -46,6 +46,13 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	if r.GetRuntimeHandler() != "" {
 		return nil, toStatus(fmt.Errorf("%w: runtime handler %q: only the default handler exists", errInvalidSpec, r.GetRuntimeHandler()), "run sandbox")
 	}
+	userns, err := parseUserns(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return nil, toStatus(err, "run sandbox")
+	}
+	if userns.enabled() && !s.feat.UserNS {
+		return nil, toStatus(fmt.Errorf("%w: user namespaces: the runtime lacks user namespace or idmapped mount support", errInvalidSpec), "run sandbox")
+	}
 	id := newID()
 	name := sandboxName(cfg.GetMetadata())
 	if err := s.reserve(name, id); err != nil {
@@ -99,6 +106,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	if err != nil {
 		return nil, toStatus(err, "sandbox spec")
 	}
+	specOpts = append(specOpts, userns.specOpts(0)...)
 	if u := cfg.GetLinux().GetSecurityContext().GetRunAsUser(); u != nil {
 		gid := uint32(0)
 		if g := cfg.GetLinux().GetSecurityContext().GetRunAsGroup(); g != nil {
@@ -114,7 +122,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	ctr, err := s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		containerd.WithNewSnapshot(id, cimg),
+		containerd.WithNewSnapshot(id, cimg, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithContainerLabels(labels),
@@ -123,7 +131,9 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	if err != nil {
 		return nil, toStatus(err, "create pause container")
 	}
+	s.indexSandbox(id)
 	undo = append(undo, func() {
+		s.unindexSandbox(id)
 		_ = ctr.Delete(context.WithoutCancel(cctx), containerd.WithSnapshotCleanup)
 	})
 
@@ -142,8 +152,14 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(err, "create pause task")
 	}
 	undo = append(undo, func() {
+		s.dropLive(id)
 		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
 	})
+	pauseExit, err := task.Wait(context.WithoutCancel(cctx))
+	if err != nil {
+		return nil, toStatus(err, "wait pause task")
+	}
+	s.watchPause(id, task.Pid(), pauseExit)
 	if err := task.Start(cctx); err != nil {
 		return nil, toStatus(err, "start pause task")
 	}

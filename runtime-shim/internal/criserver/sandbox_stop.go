@@ -29,15 +29,13 @@ func (s *Service) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxR
 }
 
 func (s *Service) stopSandbox(ctx context.Context, sb *sandboxRec) error {
-	cs, err := s.listContainers(ctx)
+	cs, err := s.listContainersOf(ctx, sb.ID)
 	if err != nil {
 		return toStatus(err, "list containers")
 	}
 	for _, c := range cs {
-		if c.SandboxID == sb.ID {
-			if err := s.stopContainer(ctx, c, 0); err != nil {
-				return err
-			}
+		if err := s.stopContainer(ctx, c, 0); err != nil {
+			return err
 		}
 	}
 	defer s.opLk.lock(sb.ID)()

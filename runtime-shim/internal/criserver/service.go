@@ -46,6 +46,7 @@ const (
 	labelImageRef   = "io.nodesuite.cri.image-ref"
 	labelImageName  = "io.nodesuite.cri.image-name"
 	labelImageCRI   = "io.nodesuite.cri.image" // on images this shim pulled
+	labelUser       = "io.nodesuite.cri.user"  // "uid:gid:g1,g2": the process identity, for ContainerStatus.user
 	extSandboxCfg   = "io.nodesuite.cri.sandbox-config"
 	extContainerCfg = "io.nodesuite.cri.container-config"
 
@@ -56,7 +57,7 @@ const (
 var (
 	errInvalidSpec = errors.New("invalid container spec")
 	// errImageVolume: mounting an image as a volume is not implemented here.
-	errImageVolume = errors.New("image volumes are not implemented by runtime-shim")
+	errImageVolume = errors.New("image volume was not mounted before spec generation")
 )
 
 // Host is the OS access the server needs beyond containerd and CNI.
@@ -89,16 +90,19 @@ type Service struct {
 	mu     sync.Mutex
 	names  map[string]string // reserved name -> id, so concurrent creates cannot collide
 	ios    map[string]*containerIO
-	ctrs   map[string]struct{} // container IDs: rebuilt by Recover, kept by create/remove
+	ctrs   map[string]struct{}  // container IDs: rebuilt by Recover, kept by create/remove
+	sbs    map[string]struct{}  // sandbox IDs, likewise
+	live   map[string]*liveTask // tasks our monitors wait on (live.go)
 	opLk   keyedMutex
 	oom    int64
+	feat   handlerFeatures // set by Recover
 	events events
 }
 
 // New builds a Service; Recover must run before serving.
 func New(cfg config.Config, client *containerd.Client, net Network, host Host, log *zap.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, client: client, net: net, host: host, log: log,
-		names: map[string]string{}, ios: map[string]*containerIO{}, ctrs: map[string]struct{}{}}
+		names: map[string]string{}, ios: map[string]*containerIO{}, ctrs: map[string]struct{}{}, sbs: map[string]struct{}{}, live: map[string]*liveTask{}}
 	oom, err := host.OOMScoreAdjMin()
 	if err != nil {
 		return nil, fmt.Errorf("reading own oom_score_adj: %w", err)

@@ -30,6 +30,7 @@ type specInput struct {
 	CgroupPath  string
 	OOMMin      int64 // lowest oom_score_adj this process may set
 	SeccompRoot string
+	RRO         bool // the runtime supports recursive read-only mounts
 }
 
 // containerSpecOpts turns CRI + image config into containerd spec options.
@@ -105,7 +106,7 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 
 	// Files the sandbox provides unless the kubelet mounts its own.
 	opts = append(opts, oci.WithMounts(sandboxFileMounts(in, c.GetMounts())))
-	mounts, err := criMounts(c.GetMounts())
+	mounts, err := criMounts(c.GetMounts(), in.RRO)
 	if err != nil {
 		return nil, err
 	}
@@ -253,10 +254,11 @@ func seccompOpt(sc *runtime.LinuxContainerSecurityContext, root string) (oci.Spe
 	return nil, fmt.Errorf("%w: seccomp profile type %d", errInvalidSpec, p.GetProfileType())
 }
 
-func criMounts(ms []*runtime.Mount) ([]specs.Mount, error) {
+func criMounts(ms []*runtime.Mount, rro bool) ([]specs.Mount, error) {
 	var out []specs.Mount
 	for i, m := range ms {
-		if m.GetImage().GetImage() != "" {
+		if m.GetImage().GetImage() != "" && m.GetHostPath() == "" {
+			// Image volumes are mounted by resolveImageVolumes, which fills in the host path.
 			return nil, fmt.Errorf("%w: mounts[%d]", errImageVolume, i)
 		}
 		o := []string{"rbind"}
@@ -268,9 +270,20 @@ func criMounts(ms []*runtime.Mount) ([]specs.Mount, error) {
 		case runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL:
 			o = append(o, "rshared")
 		}
-		if m.GetReadonly() {
+		// Recursive read-only, as containerd's CRI: only read-only and
+		// private, and only where runc and the kernel can do it.
+		switch {
+		case m.GetRecursiveReadOnly() && !m.GetReadonly():
+			return nil, fmt.Errorf("%w: mounts[%d]: recursive read-only mount of %q conflicts with a read-write mount", errInvalidSpec, i, m.GetHostPath())
+		case m.GetRecursiveReadOnly() && !rro:
+			return nil, fmt.Errorf("%w: mounts[%d]: the runtime does not support recursive read-only mounts (%q)", errInvalidSpec, i, m.GetHostPath())
+		case m.GetRecursiveReadOnly() && m.GetPropagation() != runtime.MountPropagation_PROPAGATION_PRIVATE:
+			return nil, fmt.Errorf("%w: mounts[%d]: recursive read-only mount of %q needs private propagation, got %s", errInvalidSpec, i, m.GetHostPath(), m.GetPropagation())
+		case m.GetRecursiveReadOnly():
+			o = append(o, "rro")
+		case m.GetReadonly():
 			o = append(o, "ro")
-		} else {
+		default:
 			o = append(o, "rw")
 		}
 		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Source: m.GetHostPath(), Type: "bind", Options: o})

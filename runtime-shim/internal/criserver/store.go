@@ -98,19 +98,24 @@ func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec,
 	if v, err := strconv.ParseInt(l[labelExitCode], 10, 32); err == nil {
 		r.ExitCode = int32(v)
 	}
+	// The labels and the task come from two reads, the task read first
+	// (see taskThenLabels): a recorded exit is final and wins; otherwise
+	// the task, which was current when read, tells.
 	switch {
+	case r.Finished != 0:
+		r.State = runtime.ContainerState_CONTAINER_EXITED
 	case t != nil && (t.Status == tasktypes.Status_RUNNING || t.Status == tasktypes.Status_PAUSED || t.Status == tasktypes.Status_PAUSING):
 		r.State, r.PID = runtime.ContainerState_CONTAINER_RUNNING, t.Pid
 	case t != nil && t.Status == tasktypes.Status_STOPPED:
-		// Exited but not yet reaped by the monitor: report from the task.
+		// Exited but not yet recorded by the monitor: report from the task.
 		r.State = runtime.ContainerState_CONTAINER_EXITED
-		if r.Finished == 0 {
-			r.ExitCode = int32(t.ExitStatus)
-			if t.ExitedAt != nil {
-				r.Finished = t.ExitedAt.AsTime().UnixNano()
-			}
+		r.ExitCode = int32(t.ExitStatus)
+		if t.ExitedAt != nil {
+			r.Finished = t.ExitedAt.AsTime().UnixNano()
 		}
-	case r.Finished != 0 || r.Started != 0:
+	case r.Started != 0:
+		// Started, no task and no recorded exit: the task died unrecorded
+		// (e.g. while this shim was down, before Recover).
 		r.State = runtime.ContainerState_CONTAINER_EXITED
 	}
 	if r.State == runtime.ContainerState_CONTAINER_EXITED && r.Reason == "" {
@@ -124,17 +129,18 @@ func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec,
 }
 
 func (s *Service) listSandboxes(ctx context.Context) ([]*sandboxRec, error) {
+	ts := s.liveSnapshot() // before the labels, as for containers (taskThenLabels)
 	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindSandbox))
-	if err != nil {
-		return nil, err
-	}
-	ts, err := s.tasks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*sandboxRec, 0, len(cs))
 	for _, c := range cs {
-		r, err := sandboxFrom(c, ts[c.ID])
+		t, known := ts[c.ID]
+		if !known && c.Labels[labelState] == "ready" {
+			t = s.taskOf(ctx, c.ID) // ready but not watched: ask containerd
+		}
+		r, err := sandboxFrom(c, t)
 		if err != nil {
 			s.log.Warn("skipping unreadable sandbox")
 			continue
@@ -144,18 +150,33 @@ func (s *Service) listSandboxes(ctx context.Context) ([]*sandboxRec, error) {
 	return out, nil
 }
 
+// taskThenLabels: every reader of a container's state reads its task
+// before its labels. The monitor records an exit in the labels before it
+// deletes the task, so labels read after the task either hold the exit or
+// the task was still there when read. Read the other way round, a container
+// could start and exit between the two reads and look never started
+// (CREATED), which made the kubelet keep a deleted container as the Pod's
+// last terminated one.
+
+// startedUnseen: the labels say started but the task, read before them,
+// was not there yet: the task must be read again.
+func startedUnseen(c containers.Container, t *tasktypes.Process) bool {
+	return t == nil && c.Labels[labelStarted] != "" && c.Labels[labelFinished] == ""
+}
+
 func (s *Service) listContainers(ctx context.Context) ([]*containerRec, error) {
+	ts := s.liveSnapshot() // before the labels: see taskThenLabels
 	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindContainer))
-	if err != nil {
-		return nil, err
-	}
-	ts, err := s.tasks(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*containerRec, 0, len(cs))
 	for _, c := range cs {
-		r, err := containerFrom(c, ts[c.ID])
+		t := ts[c.ID]
+		if startedUnseen(c, t) {
+			t = s.taskOf(ctx, c.ID) // not watched by us (yet): ask containerd
+		}
+		r, err := containerFrom(c, t)
 		if err != nil {
 			continue
 		}
@@ -184,25 +205,78 @@ func resolveID(ids []string, want, what string) (string, error) {
 	return "", status.Errorf(codes.InvalidArgument, "%s ID prefix %q is ambiguous", what, want)
 }
 
+// getSandbox resolves id (full or unique prefix) through the in-memory
+// index and reads only that sandbox and its task, as getContainer does.
 func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error) {
-	all, err := s.listSandboxes(ctx)
-	if err != nil {
-		return nil, toStatus(err, "listing sandboxes")
-	}
-	ids := make([]string, len(all))
-	for i, r := range all {
-		ids[i] = r.ID
-	}
-	full, err := resolveID(ids, id, "sandbox")
+	full, err := resolveID(s.sandboxIDs(), id, "sandbox")
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range all {
-		if r.ID == full {
-			return r, nil
-		}
+	t, taskErr := s.taskState(ctx, full) // the task first: see taskThenLabels
+	c, err := s.client.ContainerService().Get(s.ctx(ctx), full)
+	if errdefs.IsNotFound(err) {
+		s.unindexSandbox(full)
+		return nil, status.Errorf(codes.NotFound, "sandbox %q not found", id)
+	} else if err != nil {
+		return nil, toStatus(err, "load sandbox")
 	}
-	return nil, status.Errorf(codes.NotFound, "sandbox %q not found", id)
+	if c.Labels[labelKind] != kindSandbox {
+		return nil, status.Errorf(codes.NotFound, "sandbox %q not found", id)
+	}
+	if taskErr != nil {
+		// The pause task's shim is unreachable (e.g. going away): the
+		// sandbox is not ready, the rest of the record stands.
+		t = nil
+	}
+	rec, err := sandboxFrom(c, t)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "sandbox %q unreadable: %v", id, err)
+	}
+	return rec, nil
+}
+
+// listContainersOf lists one sandbox's containers: containerd filters by
+// label and only their tasks are read, so the cost does not grow with the
+// rest of the node.
+func (s *Service) listContainersOf(ctx context.Context, sandboxID string) ([]*containerRec, error) {
+	cs, err := s.client.ContainerService().List(s.ctx(ctx),
+		kindFilter(kindContainer)+","+fmt.Sprintf(`labels.%q==%s`, labelSandboxID, sandboxID))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*containerRec, 0, len(cs))
+	for _, c := range cs {
+		rec, err := s.loadContainer(ctx, c.ID)
+		if errdefs.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+func (s *Service) indexSandbox(id string) {
+	s.mu.Lock()
+	s.sbs[id] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Service) unindexSandbox(id string) {
+	s.mu.Lock()
+	delete(s.sbs, id)
+	s.mu.Unlock()
+}
+
+func (s *Service) sandboxIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.sbs))
+	for id := range s.sbs {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 func (s *Service) indexContainer(id string) {
@@ -245,6 +319,8 @@ func (s *Service) getContainer(ctx context.Context, id string) (*containerRec, e
 
 // loadContainer reads one container and its task state.
 func (s *Service) loadContainer(ctx context.Context, id string) (*containerRec, error) {
+	// The task before the labels: see taskThenLabels.
+	t, taskErr := s.taskState(ctx, id)
 	c, err := s.client.ContainerService().Get(s.ctx(ctx), id)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -255,24 +331,36 @@ func (s *Service) loadContainer(ctx context.Context, id string) (*containerRec, 
 	if c.Labels[labelKind] != kindContainer {
 		return nil, fmt.Errorf("%s is not a CRI container: %w", id, errdefs.ErrNotFound)
 	}
-	var t *tasktypes.Process
-	resp, err := s.client.TaskService().Get(s.ctx(ctx), &tasksapi.GetRequest{ContainerID: id})
+	if taskErr == nil && startedUnseen(c, t) {
+		t, taskErr = s.taskState(ctx, id)
+	}
 	switch {
-	case err == nil:
-		t = resp.GetProcess()
-	case status.Code(err) == codes.NotFound:
-		// No task: created, or exited and reaped; the labels tell which.
+	case taskErr == nil:
 	case c.Labels[labelFinished] != "":
 		// The exit is recorded; the task is going away (its shim may
 		// already be unreachable), so it adds nothing.
+		t = nil
 	default:
-		return nil, toStatus(err, "task state")
+		return nil, toStatus(taskErr, "task state")
 	}
 	rec, err := containerFrom(c, t)
 	if err != nil {
 		return nil, fmt.Errorf("unreadable container %s (%v): %w", id, err, errdefs.ErrNotFound)
 	}
 	return rec, nil
+}
+
+// taskState reads one task; nil without error when there is none
+// (created, or exited and deleted: the labels tell which).
+func (s *Service) taskState(ctx context.Context, id string) (*tasktypes.Process, error) {
+	resp, err := s.client.TaskService().Get(s.ctx(ctx), &tasksapi.GetRequest{ContainerID: id})
+	switch {
+	case err == nil:
+		return resp.GetProcess(), nil
+	case status.Code(err) == codes.NotFound:
+		return nil, nil
+	}
+	return nil, err
 }
 
 // setLabels merges labels into a containerd container's labels.

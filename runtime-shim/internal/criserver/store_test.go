@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,9 +29,24 @@ type fakeContainers struct {
 	mu    sync.Mutex
 	m     map[string]*containersapi.Container
 	lists int
+	after *afterRead
+}
+
+// afterRead runs a function once, after the first read of either fake
+// service: the world changing between two reads.
+type afterRead struct {
+	once sync.Once
+	f    func()
+}
+
+func (a *afterRead) fire() {
+	if a != nil {
+		a.once.Do(a.f)
+	}
 }
 
 func (f *fakeContainers) Get(_ context.Context, r *containersapi.GetContainerRequest, _ ...grpc.CallOption) (*containersapi.GetContainerResponse, error) {
+	defer f.after.fire()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.m[r.ID]
@@ -50,6 +67,7 @@ func (unimplementedStream) Recv() (*containersapi.ListContainerMessage, error) {
 }
 
 func (f *fakeContainers) List(context.Context, *containersapi.ListContainersRequest, ...grpc.CallOption) (*containersapi.ListContainersResponse, error) {
+	defer f.after.fire()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
@@ -69,9 +87,11 @@ type fakeTasks struct {
 	m      map[string]*tasktypes.Process
 	broken map[string]bool
 	lists  int
+	after  *afterRead
 }
 
 func (f *fakeTasks) Get(_ context.Context, r *tasksapi.GetRequest, _ ...grpc.CallOption) (*tasksapi.GetResponse, error) {
+	defer f.after.fire()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.broken[r.ContainerID] {
@@ -85,6 +105,7 @@ func (f *fakeTasks) Get(_ context.Context, r *tasksapi.GetRequest, _ ...grpc.Cal
 }
 
 func (f *fakeTasks) List(context.Context, *tasksapi.ListTasksRequest, ...grpc.CallOption) (*tasksapi.ListTasksResponse, error) {
+	defer f.after.fire()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
@@ -195,5 +216,117 @@ func TestGetContainerUsesIndex(t *testing.T) {
 	}
 	if got := len(s.containerIDs()); got != n+1 {
 		t.Errorf("index holds %d IDs, want %d", got, n+1)
+	}
+}
+
+// TestStateReadRacesExit: a container that starts, exits and is reaped
+// between the shim's two reads (task, labels) must not look CREATED. Read
+// labels-then-task, it did: the kubelet then kept the deleted previous
+// container as the Pod's last terminated one and "logs --previous" failed
+// (e2e TestRestartPolicy/Always). Both the per-ID path (ContainerStatus) and
+// the list path (ListContainers) are covered.
+func TestStateReadRacesExit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		read func(*Service, string) (runtime.ContainerState, error)
+	}{
+		{"ContainerStatus", func(s *Service, id string) (runtime.ContainerState, error) {
+			r, err := s.ContainerStatus(context.Background(), &runtime.ContainerStatusRequest{ContainerId: id})
+			return r.GetStatus().GetState(), err
+		}},
+		{"ListContainers", func(s *Service, id string) (runtime.ContainerState, error) {
+			r, err := s.ListContainers(context.Background(), &runtime.ListContainersRequest{})
+			if err != nil {
+				return 0, err
+			}
+			for _, c := range r.Containers {
+				if c.Id == id {
+					return c.State, nil
+				}
+			}
+			return 0, fmt.Errorf("%s not listed", id)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("%064d", 7)
+			ctrs := &fakeContainers{m: map[string]*containersapi.Container{id: fakeContainer(t, id, nil)}}
+			tasks := &fakeTasks{m: map[string]*tasktypes.Process{id: {ID: id, Status: tasktypes.Status_RUNNING, Pid: 42}}, broken: map[string]bool{}}
+			client, err := containerd.NewWithConn(nil, containerd.WithServices(
+				containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.indexContainer(id)
+			s.setLive(id, 42) // StartContainer registers the task with the monitors before starting it
+			// Just started (its start not yet recorded); after the first
+			// read it records its start, exits, the exit is recorded and
+			// the task deleted, as StartContainer and the monitor do.
+			exit := &afterRead{f: func() {
+				ctrs.mu.Lock()
+				ctrs.m[id] = fakeContainer(t, id, map[string]string{labelStarted: "2", labelFinished: "3", labelExitCode: "0"})
+				ctrs.mu.Unlock()
+				tasks.mu.Lock()
+				delete(tasks.m, id)
+				tasks.mu.Unlock()
+			}}
+			ctrs.after, tasks.after = exit, exit
+			got, err := tc.read(s, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Either answer the world had at some instant is right; a
+			// started container is never CREATED again.
+			if got != runtime.ContainerState_CONTAINER_RUNNING && got != runtime.ContainerState_CONTAINER_EXITED {
+				t.Errorf("state = %v, want RUNNING or EXITED", got)
+			}
+		})
+	}
+}
+
+// TestListUsesMonitors: ListContainers takes task states from this shim's
+// monitors, asks containerd only about a started task they do not know,
+// and never lists every task (a round trip to every runc shim).
+func TestListUsesMonitors(t *testing.T) {
+	id := func(c byte) string { return string(c) + fmt.Sprintf("%063d", 0) }
+	running, exited, created, unwatched := id('a'), id('b'), id('c'), id('d')
+	ctrs := &fakeContainers{m: map[string]*containersapi.Container{
+		running:   fakeContainer(t, running, map[string]string{labelStarted: "2"}),
+		exited:    fakeContainer(t, exited, map[string]string{labelStarted: "2"}),
+		created:   fakeContainer(t, created, nil),
+		unwatched: fakeContainer(t, unwatched, map[string]string{labelStarted: "2"}),
+	}}
+	tasks := &fakeTasks{m: map[string]*tasktypes.Process{unwatched: {ID: unwatched, Status: tasktypes.Status_RUNNING, Pid: 9}}, broken: map[string]bool{}}
+	client, err := containerd.NewWithConn(nil, containerd.WithServices(
+		containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.setLive(running, 7)
+	s.setLive(exited, 8)
+	s.liveExited(exited, 3, time.Unix(5, 0))
+	r, err := s.ListContainers(context.Background(), &runtime.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]runtime.ContainerState{}
+	for _, c := range r.Containers {
+		got[c.Id] = c.State
+	}
+	want := map[string]runtime.ContainerState{running: runtime.ContainerState_CONTAINER_RUNNING,
+		exited: runtime.ContainerState_CONTAINER_EXITED, created: runtime.ContainerState_CONTAINER_CREATED,
+		unwatched: runtime.ContainerState_CONTAINER_RUNNING}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
+	}
+	if tasks.lists != 0 {
+		t.Errorf("ListContainers listed every task %d times, want 0", tasks.lists)
 	}
 }

@@ -37,8 +37,8 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 		nw.Status, nw.Reason, nw.Message = false, reasonCNINotReady, err.Error()
 	}
 	resp := &runtime.StatusResponse{Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{rt, nw}},
-		RuntimeHandlers: []*runtime.RuntimeHandler{{Name: "", Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: false, UserNamespaces: false}}},
-		Features:        &runtime.RuntimeFeatures{SupplementalGroupsPolicy: false}}
+		RuntimeHandlers: []*runtime.RuntimeHandler{{Name: "", Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.feat.RRO, UserNamespaces: s.feat.UserNS}}},
+		Features:        &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true}}
 	if r.GetVerbose() {
 		b, _ := json.Marshal(s.cfg)
 		resp.Info = map[string]string{"config": string(b)}
