@@ -35,7 +35,7 @@ func TestPlanDown(t *testing.T) {
 		{PID: 21, StartTicks: 210, Cmdline: "/pause", Cgroups: []string{"/nodesuite/kubepods/besteffort/pod1/abc"}},
 		{PID: 22, StartTicks: 220, Cmdline: "/agnhost netexec", Cgroups: []string{"/nodesuite/kubepods/pod2/def"}},
 		{PID: 30, StartTicks: 300, Cmdline: "/usr/bin/containerd", Cgroups: []string{"/kubepods/other"}}, // not ours
-		{PID: 31, StartTicks: 310, Cmdline: "flock /run/nodesuite-cluster.lock make up"},                     // waits for the cluster lock: not ours
+		{PID: 31, StartTicks: 310, Cmdline: "flock /run/nodesuite-cluster.lock make up"},                 // waits for the cluster lock: not ours
 		{PID: 40, StartTicks: 400, Cmdline: "make down"},
 		{PID: 41, StartTicks: 410, Cmdline: "/r/_output/bin/nodesuite-cluster down --repo /r/_output/cluster/x"},
 	}
