@@ -18,6 +18,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -102,6 +103,14 @@ type Config struct {
 	MaxContainerRestart      time.Duration
 	// FailCgroupV1 refuses cgroup v1 hosts; true unless the file says false, as upstream.
 	FailCgroupV1 bool
+	// The kubelet API server (:10250).
+	EnableServer   bool
+	Address        string
+	Port           int32
+	TLSCertFile    string
+	TLSKeyFile     string
+	Authentication kubeletv1beta1.KubeletAuthentication
+	Authorization  kubeletv1beta1.KubeletAuthorization
 }
 
 // honoured are the file's fields this kubelet acts on.
@@ -109,13 +118,13 @@ var honoured = set("kind", "apiVersion", "staticPodPath", "podLogsDir", "cluster
 	"cgroupDriver", "cgroupRoot", "failCgroupV1", "maxPods", "podCIDR", "registerWithTaints", "registerNode",
 	"containerRuntimeEndpoint", "imageServiceEndpoint", "nodeStatusUpdateFrequency", "nodeStatusReportFrequency",
 	"nodeLeaseDurationSeconds", "runtimeRequestTimeout", "healthzBindAddress", "healthzPort", "syncFrequency",
-	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff")
+	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff",
+	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer")
 
 // deferred are fields of the kubelet's HTTPS server (part 2 of the kubelet
 // issue) and tuning knobs with no observable contract; they are accepted so a
 // config written for the upstream kubelet runs, and say so in the log.
-var deferred = set("address", "port", "readOnlyPort", "authentication", "authorization", "tlsCertFile",
-	"tlsPrivateKeyFile", "tlsCipherSuites", "tlsMinVersion", "rotateCertificates", "serverTLSBootstrap",
+var deferred = set("readOnlyPort", "tlsCipherSuites", "tlsMinVersion", "rotateCertificates", "serverTLSBootstrap",
 	"enableServer", "enableDebuggingHandlers", "volumePluginDir", "eventRecordQPS", "eventBurst", "kubeAPIQPS",
 	"kubeAPIBurst", "registryPullQPS", "registryBurst", "maxParallelImagePulls", "logging",
 	"streamingConnectionIdleTimeout", "imageMinimumGCAge", "imageMaximumGCAge", "imageGCHighThresholdPercent",
@@ -272,6 +281,29 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 		MaxContainerRestart:      5 * time.Minute,
 		Taints:                   kc.RegisterWithTaints,
 		FailCgroupV1:             kc.FailCgroupV1 == nil || *kc.FailCgroupV1,
+		EnableServer:             kc.EnableServer == nil || *kc.EnableServer,
+		Address:                  kc.Address,
+		Port:                     kc.Port,
+		TLSCertFile:              kc.TLSCertFile,
+		TLSKeyFile:               kc.TLSPrivateKeyFile,
+		Authentication:           kc.Authentication,
+		Authorization:            kc.Authorization,
+	}
+	if c.Address == "" {
+		c.Address = "0.0.0.0"
+	}
+	if c.Port == 0 {
+		c.Port = 10250
+	}
+	// Upstream's defaults: webhook authentication and authorization.
+	if c.Authentication.Webhook.Enabled == nil {
+		c.Authentication.Webhook.Enabled = ptr.To(true)
+	}
+	if c.Authentication.Anonymous.Enabled == nil {
+		c.Authentication.Anonymous.Enabled = ptr.To(false)
+	}
+	if c.Authorization.Mode == "" {
+		c.Authorization.Mode = kubeletv1beta1.KubeletAuthorizationModeWebhook
 	}
 	if kc.CrashLoopBackOff.MaxContainerRestartPeriod != nil {
 		c.MaxContainerRestart = kc.CrashLoopBackOff.MaxContainerRestartPeriod.Duration

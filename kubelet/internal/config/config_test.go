@@ -75,7 +75,12 @@ func TestDecodeHarnessConfig(t *testing.T) {
 		NodeStatusUpdateFreq: 10 * time.Second, NodeStatusReportFreq: 5 * time.Minute, NodeLeaseDurationSeconds: 40,
 		RuntimeRequestTimeout: 2 * time.Minute, SyncFrequency: time.Minute, FileCheckFrequency: 20 * time.Second,
 		EvictionHard:        map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-		SerializeImagePulls: false, MaxContainerRestart: 5 * time.Minute, FailCgroupV1: false}
+		SerializeImagePulls: false, MaxContainerRestart: 5 * time.Minute, FailCgroupV1: false,
+		EnableServer: true, Address: "0.0.0.0", Port: 10250, TLSCertFile: "/pki/kubelet-serving.crt", TLSKeyFile: "/pki/kubelet-serving.key",
+		Authentication: kubeletv1beta1.KubeletAuthentication{X509: kubeletv1beta1.KubeletX509Authentication{ClientCAFile: "/pki/ca.crt"},
+			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
+			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)}},
+		Authorization: kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook}}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)
 	}

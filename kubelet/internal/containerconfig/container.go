@@ -1,7 +1,6 @@
 package containerconfig
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,10 +11,6 @@ import (
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
 )
-
-// ErrVolumeUnsupported marks a volume type this kubelet does not mount yet
-// (only emptyDir and hostPath; the rest is part 2 of the kubelet issue).
-var ErrVolumeUnsupported = errors.New("volume type not supported by this kubelet")
 
 // Host prepares files on the host that containers mount; an interface so unit
 // tests need no root.
@@ -35,35 +30,12 @@ func (OSHost) WriteFile(path string, data []byte, perm os.FileMode) error {
 	return os.WriteFile(path, data, perm)
 }
 
-// VolumeHostPaths maps each supported volume of the Pod to its host path,
-// creating emptyDir directories. Unsupported volume types are returned by name.
-func VolumeHostPaths(h Host, rootDir string, pod *v1.Pod) (map[string]string, []string, error) {
-	paths := map[string]string{}
-	var unsupported []string
-	for _, vol := range pod.Spec.Volumes {
-		switch {
-		case vol.EmptyDir != nil:
-			p := filepath.Join(PodDir(rootDir, pod), "volumes", "kubernetes.io~empty-dir", vol.Name)
-			if err := h.MkdirAll(p, 0o777); err != nil {
-				return nil, nil, fmt.Errorf("emptyDir %s: %w", vol.Name, err)
-			}
-			paths[vol.Name] = p
-		case vol.HostPath != nil:
-			t := v1.HostPathUnset
-			if vol.HostPath.Type != nil {
-				t = *vol.HostPath.Type
-			}
-			if t == v1.HostPathDirectoryOrCreate {
-				if err := h.MkdirAll(vol.HostPath.Path, 0o755); err != nil {
-					return nil, nil, fmt.Errorf("hostPath %s: %w", vol.Name, err)
-				}
-			}
-			paths[vol.Name] = vol.HostPath.Path
-		default:
-			unsupported = append(unsupported, vol.Name)
-		}
-	}
-	return paths, unsupported, nil
+// HostVolume is a prepared volume as containers mount it.
+type HostVolume struct {
+	Path string
+	// ReadOnly is forced for volumes the kubelet writes (configMap, secret,
+	// downwardAPI, projected), as upstream mounts them.
+	ReadOnly bool
 }
 
 // ContainerInput is what one container's CRI config is built from.
@@ -73,7 +45,8 @@ type ContainerInput struct {
 	RestartCount int
 	Env          []EnvVar
 	ImageRef     string
-	Volumes      map[string]string // volume name -> host path
+	Volumes      map[string]HostVolume // by volume name
+	PodIPs       []string              // for the managed /etc/hosts; none yet means no hosts file
 	Node         Node
 }
 
@@ -110,18 +83,30 @@ func ContainerConfig(h Host, in ContainerInput) (*runtimeapi.ContainerConfig, er
 		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(e.Value)})
 	}
 	for _, m := range c.VolumeMounts {
-		hp, ok := in.Volumes[m.Name]
+		hv, ok := in.Volumes[m.Name]
 		if !ok {
-			continue // an unsupported volume: reported by the caller
+			return nil, fmt.Errorf("%w: volumeMount %s: no volume %q prepared", ErrConfig, m.MountPath, m.Name)
 		}
-		if m.SubPath != "" {
-			hp = filepath.Join(hp, m.SubPath)
-			if err := h.MkdirAll(hp, 0o777); err != nil {
-				return nil, fmt.Errorf("%w: subPath %s: %w", ErrConfig, m.SubPath, err)
+		hp := hv.Path
+		if sp := subPath(m, lookup); sp != "" {
+			if !filepath.IsLocal(sp) {
+				return nil, fmt.Errorf("%w: subPath %q must be a relative path inside the volume", ErrConfig, sp)
+			}
+			hp = filepath.Join(hp, sp)
+			// A missing subPath becomes a directory, as upstream; an existing file stays one.
+			if _, err := os.Lstat(hp); err != nil {
+				if err := h.MkdirAll(hp, 0o777); err != nil {
+					return nil, fmt.Errorf("%w: subPath %s: %w", ErrConfig, sp, err)
+				}
 			}
 		}
-		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: hp, Readonly: m.ReadOnly,
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: m.MountPath, HostPath: hp, Readonly: m.ReadOnly || hv.ReadOnly,
 			Propagation: propagation(m.MountPropagation)})
+	}
+	if hp, ok, err := hostsMount(h, in); err != nil {
+		return nil, err
+	} else if ok {
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: etcHosts, HostPath: hp})
 	}
 	if c.TerminationMessagePath != "" {
 		dir := filepath.Join(PodDir(in.Node.RootDir, pod), "containers", c.Name)
@@ -140,6 +125,14 @@ func ContainerConfig(h Host, in ContainerInput) (*runtimeapi.ContainerConfig, er
 		SecurityContext: securityContext(pod, c),
 	}
 	return cfg, nil
+}
+
+// subPath is the mount's subPath, or subPathExpr expanded with the env.
+func subPath(m v1.VolumeMount, lookup func(string) (string, bool)) string {
+	if m.SubPathExpr != "" {
+		return Expand(m.SubPathExpr, lookup)
+	}
+	return m.SubPath
 }
 
 func propagation(p *v1.MountPropagationMode) runtimeapi.MountPropagation {

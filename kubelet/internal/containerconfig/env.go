@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -20,6 +21,15 @@ import (
 // ErrConfig marks a container whose config cannot be built yet (missing
 // ConfigMap key, ...): the Pod reports CreateContainerConfigError.
 var ErrConfig = errors.New("create container config")
+
+// configError reads as upstream's message alone (it becomes the waiting
+// message and the event) while errors.Is still finds ErrConfig.
+type configError struct{ err error }
+
+func (e configError) Error() string   { return e.err.Error() }
+func (e configError) Unwrap() []error { return []error{ErrConfig, e.err} }
+
+func configErrorf(format string, args ...any) error { return configError{fmt.Errorf(format, args...)} }
 
 // Sources reads the API objects env refers to; nil values mean standalone.
 type Sources interface {
@@ -105,7 +115,7 @@ func Env(ctx context.Context, src Sources, pod *v1.Pod, c *v1.Container, pe PodE
 				if optional {
 					continue
 				}
-				return nil, fmt.Errorf("%w: couldn't find key %s in ConfigMap %s/%s", ErrConfig, ref.Key, pod.Namespace, ref.Name)
+				return nil, configErrorf("couldn't find key %s in ConfigMap %s/%s", ref.Key, pod.Namespace, ref.Name)
 			}
 			val = v
 		case vf.SecretKeyRef != nil:
@@ -123,11 +133,11 @@ func Env(ctx context.Context, src Sources, pod *v1.Pod, c *v1.Container, pe PodE
 				if optional {
 					continue
 				}
-				return nil, fmt.Errorf("%w: couldn't find key %s in Secret %s/%s", ErrConfig, ref.Key, pod.Namespace, ref.Name)
+				return nil, configErrorf("couldn't find key %s in Secret %s/%s", ref.Key, pod.Namespace, ref.Name)
 			}
 			val = string(v)
 		default:
-			return nil, fmt.Errorf("%w: env %s: unsupported valueFrom", ErrConfig, e.Name)
+			return nil, configErrorf("env %s: unsupported valueFrom", e.Name)
 		}
 		if err != nil {
 			return nil, err
@@ -147,22 +157,28 @@ type EnvVar struct{ Name, Value string }
 
 func getCM(ctx context.Context, src Sources, ns, name string) (*v1.ConfigMap, error) {
 	if src == nil {
-		return nil, fmt.Errorf("%w: configmap %q: no API server (standalone)", ErrConfig, name)
+		return nil, configErrorf("configmap %q: no API server (standalone)", name)
 	}
 	cm, err := src.ConfigMap(ctx, ns, name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: configmap %q not found: %w", ErrConfig, name, err)
+		if apierrors.IsNotFound(err) {
+			return nil, configErrorf("configmap %q not found", name)
+		}
+		return nil, configErrorf("configmap %q: %w", name, err)
 	}
 	return cm, nil
 }
 
 func getSecret(ctx context.Context, src Sources, ns, name string) (*v1.Secret, error) {
 	if src == nil {
-		return nil, fmt.Errorf("%w: secret %q: no API server (standalone)", ErrConfig, name)
+		return nil, configErrorf("secret %q: no API server (standalone)", name)
 	}
 	s, err := src.Secret(ctx, ns, name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: secret %q not found: %w", ErrConfig, name, err)
+		if apierrors.IsNotFound(err) {
+			return nil, configErrorf("secret %q not found", name)
+		}
+		return nil, configErrorf("secret %q: %w", name, err)
 	}
 	return s, nil
 }
@@ -262,7 +278,7 @@ func fieldRef(pod *v1.Pod, path string, pe PodEnv) (string, error) {
 	if k, ok := subscript(path, "metadata.annotations"); ok {
 		return pod.Annotations[k], nil
 	}
-	return "", fmt.Errorf("%w: unsupported fieldRef %q", ErrConfig, path)
+	return "", configErrorf("unsupported fieldRef %q", path)
 }
 
 // subscript parses prefix['key'].
@@ -289,12 +305,12 @@ func resourceFieldRef(pod *v1.Pod, c *v1.Container, ref *v1.ResourceFieldSelecto
 			}
 		}
 		if target == nil {
-			return "", fmt.Errorf("%w: resourceFieldRef: no container %q", ErrConfig, ref.ContainerName)
+			return "", configErrorf("resourceFieldRef: no container %q", ref.ContainerName)
 		}
 	}
 	kind, name, ok := strings.Cut(ref.Resource, ".")
 	if !ok {
-		return "", fmt.Errorf("%w: resourceFieldRef %q", ErrConfig, ref.Resource)
+		return "", configErrorf("resourceFieldRef %q", ref.Resource)
 	}
 	rn := v1.ResourceName(name)
 	var q resource.Quantity
@@ -308,7 +324,7 @@ func resourceFieldRef(pod *v1.Pod, c *v1.Container, ref *v1.ResourceFieldSelecto
 	case "requests":
 		q, found = target.Resources.Requests[rn]
 	default:
-		return "", fmt.Errorf("%w: resourceFieldRef %q", ErrConfig, ref.Resource)
+		return "", configErrorf("resourceFieldRef %q", ref.Resource)
 	}
 	divisor := resource.MustParse("1")
 	if !ref.Divisor.IsZero() {
@@ -329,4 +345,16 @@ func ceilDiv(a, b int64) int64 {
 		return 0
 	}
 	return (a + b - 1) / b
+}
+
+// FieldRef resolves a fieldRef path for the Pod (env and downwardAPI volumes).
+func FieldRef(pod *v1.Pod, path string, pe PodEnv) (string, error) { return fieldRef(pod, path, pe) }
+
+// ResourceFieldRef resolves a resourceFieldRef; c may be nil when the
+// selector names its container (downwardAPI volumes).
+func ResourceFieldRef(pod *v1.Pod, c *v1.Container, ref *v1.ResourceFieldSelector, pe PodEnv) (string, error) {
+	if c == nil && ref.ContainerName == "" {
+		return "", configErrorf("resourceFieldRef %q: containerName is required in a volume", ref.Resource)
+	}
+	return resourceFieldRef(pod, c, ref, pe)
 }

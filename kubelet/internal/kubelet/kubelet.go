@@ -4,10 +4,12 @@ package kubelet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,8 +31,12 @@ import (
 	"github.com/nodesuite/nodesuite/kubelet/internal/pleg"
 	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
 	"github.com/nodesuite/nodesuite/kubelet/internal/podworker"
+	"github.com/nodesuite/nodesuite/kubelet/internal/prober"
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
+	"github.com/nodesuite/nodesuite/kubelet/internal/server"
+	"github.com/nodesuite/nodesuite/kubelet/internal/stats"
 	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+	"github.com/nodesuite/nodesuite/kubelet/internal/volume"
 	"github.com/nodesuite/nodesuite/shared/version"
 )
 
@@ -82,12 +88,47 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		Node: containerconfig.Node{Name: cfg.NodeName, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir, CgroupDriver: cfg.CgroupDriver,
 			CgroupRoot: cfg.CgroupRoot,
 			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes}}
+	vm := &volume.Manager{RootDir: cfg.RootDir, Mount: volume.OSMounter{},
+		Env: containerconfig.PodEnv{NodeName: cfg.NodeName, HostIPs: nc.HostIPs(), NodeAllocatable: alloc}}
+	syncer.Volumes = vm
 	sm := &status.Manager{Client: client}
 	workers := &podworker.Workers{Syncer: syncer, Status: sm, Log: log.Named("pods"),
 		Admission: func() admission.Node { return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods)} }}
+	pm := &prober.Manager{Runner: prober.CRIRunner{Runtime: rt.RuntimeService, UserAgent: "kube-probe/" + probeVersion()},
+		Recorder: recorder, Log: log.Named("prober"), Trigger: workers.Trigger,
+		Kill: func(ctx context.Context, pod *v1.Pod, c *v1.Container, id, why string) {
+			if err := syncer.KillContainer(ctx, pod, c, id, why); err != nil {
+				log.Warn("kill container after failed probe", zap.String("container", c.Name), zap.Error(err))
+			}
+			workers.Trigger(pod.UID)
+		}}
+	workers.Prober = pm
 	workers.Start(ctx)
 	defer workers.Wait()
 
+	if cfg.EnableServer {
+		scfg := server.Config{Address: cfg.Address, Port: cfg.Port, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+			CertDir: filepath.Join(cfg.RootDir, "pki"), Hostname: cfg.NodeName, IPs: cfg.NodeIPs,
+			Authentication: cfg.Authentication, Authorization: cfg.Authorization}
+		authn, authz, runAuth, err := server.BuildAuth(client, scfg)
+		switch {
+		case errors.Is(err, server.ErrNoClient):
+			// Standalone: nobody could be authorized; upstream refuses to start, we run the Pods without the API.
+			log.Warn("kubelet API not served", zap.Error(err))
+		case err != nil:
+			return err
+		default:
+			runAuth(ctx)
+			srv := &server.Server{NodeName: cfg.NodeName, Host: serverHost{workers: workers, status: sm, rt: rt}, Runtime: rt.RuntimeService,
+				Authn: authn, Authz: authz, Log: log.Named("server"),
+				Stats: &stats.Provider{NodeName: cfg.NodeName, RootDir: cfg.RootDir, Runtime: rt.RuntimeService, Host: stats.OSHost{}}}
+			go func() {
+				if err := server.ListenAndServe(ctx, log.Named("server"), scfg, srv.Handler()); err != nil {
+					log.Error("kubelet API server stopped", zap.Error(err))
+				}
+			}()
+		}
+	}
 	if client != nil {
 		if cfg.RegisterNode {
 			go nc.Run(ctx)
@@ -101,6 +142,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		}
 		src := &podsource.APIServer{Client: client, NodeName: cfg.NodeName, Sink: workers}
 		syncer.Sources = src
+		vm.Src = src
 		src.Start(ctx)
 		if err := src.WaitForSync(ctx); err != nil {
 			return err
@@ -142,4 +184,13 @@ func connect(ctx context.Context, log *zap.Logger, cfg *config.Config) (*runtime
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// probeVersion is major.minor of this kubelet's version, for the kube-probe user agent.
+func probeVersion() string {
+	parts := strings.SplitN(strings.TrimPrefix(version.Get().GitVersion, "v"), ".", 3)
+	if len(parts) < 2 {
+		return strings.Join(parts, ".")
+	}
+	return parts[0] + "." + parts[1]
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	authv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -104,4 +105,9 @@ func (a *APIServer) Secret(ctx context.Context, ns, name string) (*v1.Secret, er
 // Services lists every Service from the informer's cache.
 func (a *APIServer) Services(context.Context) ([]*v1.Service, error) {
 	return a.services.List(labels.Everything())
+}
+
+// Token requests a ServiceAccount token for a projected volume.
+func (a *APIServer) Token(ctx context.Context, ns, serviceAccount string, req *authv1.TokenRequest) (*authv1.TokenRequest, error) {
+	return a.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
 }

@@ -8,17 +8,40 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	v1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
+	"github.com/nodesuite/nodesuite/kubelet/internal/status"
 )
+
+// defaultTag validates the reference as upstream's applyDefaultImageTag
+// does and appends :latest when it names neither tag nor digest (without
+// qualifying a short name, so the CRI sees what the user wrote).
+func defaultTag(img string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(img)
+	if err != nil {
+		return "", err
+	}
+	_, tagged := named.(reference.Tagged)
+	_, digested := named.(reference.Digested)
+	if !tagged && !digested {
+		return img + ":latest", nil
+	}
+	return img, nil
+}
 
 // ensureImage returns the image reference to create c from, pulling by
 // imagePullPolicy with the Pod's pull secrets, with upstream's events.
 func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, r *v1.ObjectReference) (string, error) {
-	img := c.Image
-	spec := &runtimeapi.ImageSpec{Image: img, UserSpecifiedImage: img}
+	img, err := defaultTag(c.Image)
+	if err != nil {
+		msg := fmt.Sprintf("Failed to apply default image tag %q: %v", c.Image, err)
+		s.event(r, v1.EventTypeWarning, "InspectFailed", "%s", msg)
+		return "", fmt.Errorf("%w: %s", ErrInvalidImageName, msg)
+	}
+	spec := &runtimeapi.ImageSpec{Image: img, UserSpecifiedImage: c.Image}
 	policy := c.ImagePullPolicy
 	if policy == "" {
 		policy = v1.PullIfNotPresent
@@ -44,7 +67,13 @@ func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 	key := backoff.ImageKey(pod, img)
 	if s.ImageBackoff.IsInBackOffSinceUpdate(key, s.now()) {
 		s.event(r, v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", img)
-		return "", fmt.Errorf("%w: Back-off pulling image %q", ErrImagePullBackOff, img)
+		msg := fmt.Sprintf("Back-off pulling image %q", img)
+		s.mu.Lock()
+		if last := s.lastPullErr[key]; last != "" {
+			msg += ": " + status.ErrImagePull + ": " + last // upstream's message carries the last pull error
+		}
+		s.mu.Unlock()
+		return "", reasonError{reason: ErrImagePullBackOff, msg: msg}
 	}
 	auths, err := s.pullAuths(ctx, pod, img)
 	if err != nil {
@@ -63,6 +92,12 @@ func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 	s.pullMu.Unlock()
 	if perr != nil {
 		s.ImageBackoff.Next(key, s.now())
+		s.mu.Lock()
+		if s.lastPullErr == nil {
+			s.lastPullErr = map[string]string{}
+		}
+		s.lastPullErr[key] = perr.Error()
+		s.mu.Unlock()
 		s.event(r, v1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", img, perr)
 		return "", fmt.Errorf("%w: failed to pull image %q: %w", ErrImagePull, img, perr)
 	}
@@ -149,3 +184,13 @@ func (s *Syncer) pullAuths(ctx context.Context, pod *v1.Pod, img string) ([]*run
 	}
 	return out, nil
 }
+
+// reasonError is an error whose text is only its message (as the waiting
+// message shows it) while errors.Is still finds its reason.
+type reasonError struct {
+	reason error
+	msg    string
+}
+
+func (e reasonError) Error() string { return e.msg }
+func (e reasonError) Unwrap() error { return e.reason }

@@ -34,6 +34,7 @@ var (
 	ErrImagePullBackOff = errors.New(status.ImagePullBackOff)
 	ErrImagePull        = errors.New(status.ErrImagePull)
 	ErrImageNeverPull   = errors.New("ErrImageNeverPull")
+	ErrInvalidImageName = errors.New("InvalidImageName")
 )
 
 // Syncer holds what syncing a Pod needs; one Syncer serves all workers.
@@ -53,10 +54,21 @@ type Syncer struct {
 	// RuntimeClassHandler maps a RuntimeClass name to its CRI handler; nil
 	// (standalone) uses the name as the handler.
 	RuntimeClassHandler func(ctx context.Context, name string) (string, error)
+	// Volumes prepares the Pod's volumes; nil mounts none (a Pod with
+	// volumes then fails to start its containers).
+	Volumes VolumeManager
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]status.Reason
-	pullMu  sync.Mutex // serializeImagePulls
+	// lastPullErr is the last pull failure by image back-off key, for the back-off message.
+	lastPullErr map[string]string
+	pullMu      sync.Mutex // serializeImagePulls
+}
+
+// VolumeManager prepares and removes a Pod's volumes on the host.
+type VolumeManager interface {
+	Setup(ctx context.Context, pod *v1.Pod) (map[string]containerconfig.HostVolume, error)
+	Teardown(uid types.UID) error
 }
 
 // Result tells the worker what happened.
@@ -149,6 +161,15 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 		s.event(ref(pod, nil, false), v1.EventTypeNormal, "DeadlineExceeded", "%s", res.Message)
 		return s.finish(ctx, pod, rp, res)
 	}
+	// Volumes first, on every sync: this also refreshes configMap, secret
+	// and token contents. Like upstream, nothing starts until all are there.
+	var vols map[string]containerconfig.HostVolume
+	if s.Volumes != nil {
+		if vols, err = s.Volumes.Setup(ctx, pod); err != nil {
+			s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedMount", "%v", err)
+			return Result{Requeue: 2 * time.Second, Runtime: rp}, err
+		}
+	}
 	sb := rp.ActiveSandbox()
 	if sb == nil {
 		if len(rp.Sandboxes) > 0 && pod.Spec.RestartPolicy == v1.RestartPolicyNever && len(rp.Containers) > 0 {
@@ -182,7 +203,7 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 			podIPs = append(podIPs, a.Ip)
 		}
 	}
-	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs}
+	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs, vols: vols}
 	return sc.run(ctx)
 }
 
@@ -193,6 +214,7 @@ type podSync struct {
 	sbID    string
 	sbCfg   *runtimeapi.PodSandboxConfig
 	podIPs  []string
+	vols    map[string]containerconfig.HostVolume
 	requeue time.Duration
 	errs    []error
 }
@@ -337,7 +359,10 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 			reason = status.ImagePullBackOff
 		case errors.Is(err, ErrImageNeverPull):
 			reason = "ErrImageNeverPull"
+		case errors.Is(err, ErrInvalidImageName):
+			reason = "InvalidImageName"
 		}
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %s", reason)
 		return fail(reason, err)
 	}
 	env, err := containerconfig.Env(ctx, s.Sources, pod, c, containerconfig.PodEnv{NodeName: s.Node.Name, HostIPs: s.HostIPs,
@@ -346,23 +371,12 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return fail(status.CreateConfigErr, err)
 	}
-	vols, unsupported, err := containerconfig.VolumeHostPaths(s.Host, s.Node.RootDir, pod)
-	if err != nil {
-		return fail(status.CreateConfigErr, err)
-	}
-	for _, m := range c.VolumeMounts {
-		for _, u := range unsupported {
-			if m.Name == u {
-				s.Log.Warn("volume not mounted: type not supported yet", zap.String("pod", formatPod(pod)), zap.String("volume", u))
-			}
-		}
-	}
 	restarts := 0
 	if l := p.rp.Latest(c.Name); l != nil {
 		restarts = l.RestartCount + 1
 	}
 	cfg, err := containerconfig.ContainerConfig(s.Host, containerconfig.ContainerInput{Pod: pod, Container: c,
-		RestartCount: restarts, Env: env, ImageRef: imageRef, Volumes: vols, Node: s.Node})
+		RestartCount: restarts, Env: env, ImageRef: imageRef, Volumes: p.vols, PodIPs: p.podIPs, Node: s.Node})
 	if err != nil {
 		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return fail(status.CreateConfigErr, err)
@@ -499,7 +513,26 @@ func specOf(pod *v1.Pod, name string) *v1.Container {
 const minGrace = 2
 
 func (s *Syncer) stopContainer(ctx context.Context, pod *v1.Pod, c *v1.Container, l *runtime.Container, grace int64) error {
-	s.event(ref(pod, c, isInit(pod, c.Name)), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
+	return s.stopContainerFor(ctx, pod, c, l, grace, "Stopping container "+c.Name)
+}
+
+// KillContainer stops a container that failed its liveness or startup
+// probe; the Pod's next sync restarts it as its restartPolicy says.
+func (s *Syncer) KillContainer(ctx context.Context, pod *v1.Pod, c *v1.Container, containerID, why string) error {
+	rp, err := s.RT.GetPod(ctx, pod.UID)
+	if err != nil {
+		return err
+	}
+	for _, l := range rp.Containers {
+		if l.Status.Id == containerID && l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			return s.stopContainerFor(ctx, pod, c, l, gracePeriod(pod), why)
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) stopContainerFor(ctx context.Context, pod *v1.Pod, c *v1.Container, l *runtime.Container, grace int64, why string) error {
+	s.event(ref(pod, c, isInit(pod, c.Name)), v1.EventTypeNormal, "Killing", "%s", why)
 	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && grace > 0 && l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 		start := s.now()
 		var ips []string
@@ -542,6 +575,11 @@ func (s *Syncer) RemovePod(ctx context.Context, rp *runtime.Pod) error {
 	}
 	for _, c := range rp.Containers {
 		_ = s.RT.RemoveContainer(ctx, c.Status.Id) // gone with its sandbox already, usually
+	}
+	if s.Volumes != nil && rp.UID != "" {
+		if terr := s.Volumes.Teardown(rp.UID); terr != nil {
+			return errors.Join(err, terr) // removing the directory now would reach into a mount
+		}
 	}
 	if s.Node.RootDir != "" && rp.UID != "" {
 		_ = os.RemoveAll(filepath.Join(s.Node.RootDir, "pods", string(rp.UID)))

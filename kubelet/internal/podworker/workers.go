@@ -24,12 +24,28 @@ type StatusWriter interface {
 	FinishDeletion(ctx context.Context, pod *v1.Pod) error
 }
 
+// Prober is the probe manager seen by the workers.
+type Prober interface {
+	Sync(ctx context.Context, pod *v1.Pod, rp *runtime.Pod, podIP string)
+	State(c *v1.Container, containerID string, running bool) (started, ready bool)
+	Forget(uid types.UID)
+}
+
+func podIP(rp *runtime.Pod) string {
+	if sb := rp.ActiveSandbox(); sb != nil && sb.Network != nil {
+		return sb.Network.Ip
+	}
+	return ""
+}
+
 // Workers runs one goroutine per Pod; each serializes that Pod's syncs.
 type Workers struct {
 	Syncer    *Syncer
 	Status    StatusWriter
 	Admission func() admission.Node
 	Log       *zap.Logger
+	// Prober runs the containers' probes; nil runs none (running means ready).
+	Prober Prober
 	// Resync is how often a Pod is synced without an event.
 	Resync time.Duration
 
@@ -37,7 +53,9 @@ type Workers struct {
 	mu      sync.Mutex
 	pods    map[types.UID]*v1.Pod
 	workers map[types.UID]chan struct{}
-	wg      sync.WaitGroup
+	// rejected Pods never run: their status stays what admission wrote.
+	rejected map[types.UID]bool
+	wg       sync.WaitGroup
 }
 
 // Start sets the context every worker runs under.
@@ -61,6 +79,16 @@ func (w *Workers) Wait() { w.wg.Wait() }
 func (w *Workers) Update(pod *v1.Pod) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.rejected[pod.UID] {
+		if pod.DeletionTimestamp != nil {
+			go func() {
+				if err := w.Status.FinishDeletion(w.ctx, pod); err != nil {
+					w.Log.Warn("finish deletion of a rejected pod", zap.Error(err))
+				}
+			}()
+		}
+		return
+	}
 	if _, running := w.workers[pod.UID]; !running {
 		if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 			if _, known := w.pods[pod.UID]; !known && pod.DeletionTimestamp == nil {
@@ -100,9 +128,19 @@ func (w *Workers) admit(pod *v1.Pod) admission.Result {
 func (w *Workers) reject(pod *v1.Pod, r admission.Result) {
 	msg := "Pod was rejected: " + r.Message
 	w.Log.Info("pod rejected", zap.String("pod", formatPod(pod)), zap.String("reason", r.Reason))
-	w.Syncer.event(ref(pod, nil, false), v1.EventTypeWarning, r.Reason, "%s", msg)
+	w.Syncer.event(ref(pod, nil, false), v1.EventTypeWarning, r.Reason, "%s", r.Message)
+	if w.rejected == nil {
+		w.rejected = map[types.UID]bool{}
+	}
+	w.rejected[pod.UID] = true
 	st := pod.Status.DeepCopy()
 	st.Phase, st.Reason, st.Message = v1.PodFailed, r.Reason, msg
+	// What upstream's status manager adds to every status it writes.
+	st.ObservedGeneration = pod.Generation
+	if st.StartTime == nil {
+		now := metav1.NewTime(w.Syncer.now())
+		st.StartTime = &now
+	}
 	go func() {
 		if err := w.Status.Set(w.ctx, pod, *st); err != nil {
 			w.Log.Warn("reject pod", zap.Error(err))
@@ -115,6 +153,10 @@ func (w *Workers) Remove(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.pods, uid)
+	if w.rejected[uid] {
+		delete(w.rejected, uid)
+		return
+	}
 	if _, ok := w.workers[uid]; ok {
 		w.triggerLocked(uid)
 		return
@@ -232,6 +274,9 @@ func (w *Workers) cleanup(ctx context.Context, uid types.UID) bool {
 	}
 	delete(w.workers, uid)
 	w.Status.Forget(uid)
+	if w.Prober != nil {
+		w.Prober.Forget(uid)
+	}
 	return true
 }
 
@@ -265,8 +310,17 @@ func (w *Workers) sync(ctx context.Context, pod *v1.Pod) time.Duration {
 	if res.Runtime == nil {
 		return next
 	}
+	var probe func(*v1.Container, string, bool) (bool, bool)
+	if w.Prober != nil {
+		ip := podIP(res.Runtime)
+		if pod.Spec.HostNetwork && len(s.HostIPs) > 0 {
+			ip = s.HostIPs[0]
+		}
+		w.Prober.Sync(ctx, pod, res.Runtime, ip)
+		probe = w.Prober.State
+	}
 	st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, RuntimeName: s.RuntimeName,
-		Reasons: s.Reasons(pod.UID), HostIPs: s.HostIPs, Terminal: res.Terminal, Now: s.now()})
+		Reasons: s.Reasons(pod.UID), HostIPs: s.HostIPs, Terminal: res.Terminal, Now: s.now(), Probe: probe})
 	if res.Reason != "" {
 		st.Phase, st.Reason, st.Message = v1.PodFailed, res.Reason, res.Message
 	}

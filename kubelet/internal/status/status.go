@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
@@ -28,6 +29,8 @@ const (
 	CreateConfigErr     = "CreateContainerConfigError"
 	RunContainerErr     = "RunContainerError"
 	PodCompleted        = "PodCompleted"
+	PodFailed           = "PodFailed"
+	PodSandboxNotReady  = "PodSandboxNotReady"
 	ContainersNotReady  = "ContainersNotReady"
 	ContainersNotInit   = "ContainersNotInitialized"
 	ReadinessGatesNotOK = "ReadinessGatesNotReady"
@@ -45,6 +48,9 @@ type Input struct {
 	HostIPs     []string
 	Terminal    bool // the worker has finished the Pod: no container will run again
 	Now         time.Time
+	// Probe gives a container's started and ready flags from its probes;
+	// nil means running is started and ready.
+	Probe func(c *v1.Container, containerID string, running bool) (started, ready bool)
 }
 
 // Compute returns the Pod's new status.
@@ -77,6 +83,9 @@ func Compute(in Input) v1.PodStatus {
 	hasInit := len(pod.Spec.InitContainers) > 0
 	s.InitContainerStatuses = containerStatuses(in, pod.Spec.InitContainers, old.InitContainerStatuses, false, true)
 	s.ContainerStatuses = containerStatuses(in, pod.Spec.Containers, old.ContainerStatuses, hasInit, false)
+	// Regular containers' statuses are sorted by name, as upstream's
+	// SortedContainerStatuses; init containers keep spec order.
+	sort.SliceStable(s.ContainerStatuses, func(i, j int) bool { return s.ContainerStatuses[i].Name < s.ContainerStatuses[j].Name })
 	initialized := initDone(pod, s.InitContainerStatuses)
 	all := append(append([]v1.ContainerStatus{}, s.InitContainerStatuses...), s.ContainerStatuses...)
 	s.Phase = phase(pod, all, in.Terminal, initialized || hadCondition(old, v1.PodInitialized))
@@ -84,7 +93,22 @@ func Compute(in Input) v1.PodStatus {
 		s.Phase = old.Phase // a terminal phase never changes
 	}
 	s.Conditions = conditions(in, s, initialized)
+	s.Resources = podResources(pod)
 	return s
+}
+
+// podResources is the Pod-level resources status as upstream reports it
+// (InPlacePodLevelResourcesVerticalScaling, on by default): the effective
+// requests and limits of the whole Pod. (Upstream reads a running Pod's
+// cgroup values back; with no resize they are these.)
+func podResources(pod *v1.Pod) *v1.ResourceRequirements {
+	r := pod.Spec.Resources.DeepCopy()
+	if r == nil {
+		r = &v1.ResourceRequirements{}
+	}
+	r.Requests = resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	r.Limits = resourcehelper.PodLimits(pod, resourcehelper.PodResourcesOptions{})
+	return r
 }
 
 func hadCondition(s v1.PodStatus, t v1.PodConditionType) bool {
@@ -187,9 +211,11 @@ func containerStatuses(in Input, specs []v1.Container, old []v1.ContainerStatus,
 			st.ContainerID = in.containerID(latest.Status.Id)
 			st.ImageID = latest.Status.ImageRef
 			st.Image = spec.Image
-			st.Ready = running // no readiness probes yet: running means ready
-			started := running
-			st.Started = &started
+			started, ready := running, running
+			if in.Probe != nil {
+				started, ready = in.Probe(spec, latest.Status.Id, running)
+			}
+			st.Ready, st.Started = ready, &started
 			if running || state.Terminated != nil {
 				st.Resources = spec.Resources.DeepCopy()
 				st.AllocatedResources = spec.Resources.Requests
@@ -204,6 +230,8 @@ func containerStatuses(in Input, specs []v1.Container, old []v1.ContainerStatus,
 				Message: "Unable to get init container status from container runtime and pod has been initialized, treat it as exited normally"}}
 		}
 		if isInit && st.State.Terminated != nil && st.State.Terminated.ExitCode == 0 {
+			// upstream's prober manager: a completed init container is ready, a stopped sidecar is not
+			st.Ready = !IsSidecar(spec)
 			out = append(out, st)
 			continue
 		}
@@ -417,7 +445,8 @@ func conditions(in Input, s v1.PodStatus, initialized bool) []v1.PodCondition {
 	var conds []v1.PodCondition
 	for _, c := range pod.Status.Conditions {
 		switch c.Type {
-		case v1.PodReadyToStartContainers, v1.PodInitialized, v1.ContainersReady, v1.PodReady:
+		case v1.PodReadyToStartContainers, v1.PodInitialized, v1.ContainersReady, v1.PodReady, v1.PodScheduled:
+			// the kubelet's own (PodScheduled too, as upstream's generateAPIPodStatus)
 		default:
 			conds = append(conds, c) // PodScheduled and conditions others own
 		}
@@ -436,7 +465,11 @@ func conditions(in Input, s v1.PodStatus, initialized bool) []v1.PodCondition {
 		return c
 	}
 	sandboxReady := in.Runtime.ActiveSandbox() != nil
-	conds = append(conds, cond(v1.PodReadyToStartContainers, sandboxReady, "", ""))
+	sbMsg := "pod sandbox is not ready"
+	if in.Runtime == nil || len(in.Runtime.Sandboxes) == 0 {
+		sbMsg = "no pod sandbox exists"
+	}
+	conds = append(conds, cond(v1.PodReadyToStartContainers, sandboxReady, PodSandboxNotReady, sbMsg))
 
 	terminalDone := s.Phase == v1.PodSucceeded || s.Phase == v1.PodFailed
 	// Initialized
@@ -464,10 +497,13 @@ func conditions(in Input, s v1.PodStatus, initialized bool) []v1.PodCondition {
 	if !initOK {
 		initReason = ContainersNotInit
 	}
-	if terminalDone && s.Phase == v1.PodSucceeded && len(notInit) > 0 {
-		initReason = PodCompleted
+	initCond := cond(v1.PodInitialized, initOK, initReason, initMsg)
+	if terminalDone && s.Phase == v1.PodSucceeded {
+		// upstream: a Succeeded Pod is initialized, with reason PodCompleted
+		initCond = cond(v1.PodInitialized, true, "", "")
+		initCond.Reason = PodCompleted
 	}
-	conds = append(conds, cond(v1.PodInitialized, initOK, initReason, initMsg))
+	conds = append(conds, initCond)
 
 	// ContainersReady and Ready
 	var unready []string
@@ -490,6 +526,8 @@ func conditions(in Input, s v1.PodStatus, initialized bool) []v1.PodCondition {
 	switch {
 	case terminalDone && s.Phase == v1.PodSucceeded:
 		ready, reason = false, PodCompleted
+	case terminalDone && s.Phase == v1.PodFailed:
+		ready, reason = false, PodFailed
 	case !ready:
 		reason = ContainersNotReady
 		msg = fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))
@@ -517,6 +555,7 @@ func conditions(in Input, s v1.PodStatus, initialized bool) []v1.PodCondition {
 		}
 	}
 	conds = append(conds, cond(v1.PodReady, podReady, rreason, rmsg))
+	conds = append(conds, cond(v1.PodScheduled, true, "", ""))
 	order := map[v1.PodConditionType]int{v1.PodReadyToStartContainers: 0, v1.PodInitialized: 1, v1.PodReady: 2, v1.ContainersReady: 3, v1.PodScheduled: 4}
 	sort.SliceStable(conds, func(i, j int) bool { return rank(order, conds[i].Type) < rank(order, conds[j].Type) })
 	return conds

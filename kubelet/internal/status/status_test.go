@@ -71,8 +71,10 @@ func terminated(exit int32, id string) *v1.ContainerStateTerminated {
 func TestCompute(t *testing.T) {
 	start := mt0
 	base := v1.PodStatus{QOSClass: v1.PodQOSBestEffort, StartTime: &start, HostIP: "192.0.2.2", HostIPs: []v1.HostIP{{IP: "192.0.2.2"}},
-		PodIP: "10.244.0.5", PodIPs: []v1.PodIP{{IP: "10.244.0.5"}}}
+		PodIP: "10.244.0.5", PodIPs: []v1.PodIP{{IP: "10.244.0.5"}},
+		Resources: &v1.ResourceRequirements{Requests: v1.ResourceList{}, Limits: v1.ResourceList{}}}
 	with := func(s v1.PodStatus, mod func(*v1.PodStatus)) v1.PodStatus { mod(&s); return s }
+	with1 := func(c v1.PodCondition, mod func(*v1.PodCondition)) v1.PodCondition { mod(&c); return c }
 	tests := []struct {
 		name     string
 		pod      *v1.Pod
@@ -115,7 +117,8 @@ func TestCompute(t *testing.T) {
 			s.PodIP, s.PodIPs = "", nil
 			s.ContainerStatuses = []v1.ContainerStatus{{Name: "a", Image: "img:1", ImageID: "sha256:img", ContainerID: "containerd://1",
 				State: v1.ContainerState{Terminated: terminated(0, "1")}, Started: &f, Resources: &v1.ResourceRequirements{}}}
-			s.Conditions = []v1.PodCondition{cond(v1.PodReadyToStartContainers, false, "", ""), cond(v1.PodInitialized, true, "", ""),
+			s.Conditions = []v1.PodCondition{cond(v1.PodReadyToStartContainers, false, PodSandboxNotReady, "pod sandbox is not ready"),
+				with1(cond(v1.PodInitialized, true, "", ""), func(c *v1.PodCondition) { c.Reason = PodCompleted }),
 				cond(v1.PodReady, false, PodCompleted, ""), cond(v1.ContainersReady, false, PodCompleted, ""), scheduled}
 		}),
 	}, {
@@ -144,8 +147,7 @@ func TestCompute(t *testing.T) {
 				State: v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: PodInitializing}}}}
 			s.Conditions = []v1.PodCondition{cond(v1.PodReadyToStartContainers, true, "", ""),
 				cond(v1.PodInitialized, false, ContainersNotInit, "containers with incomplete status: [init]"),
-				cond(v1.PodReady, false, ContainersNotReady, "containers with unready status: [a]"),
-				cond(v1.ContainersReady, false, ContainersNotReady, "containers with unready status: [a]"), scheduled}
+				cond(v1.PodReady, false, PodFailed, ""), cond(v1.ContainersReady, false, PodFailed, ""), scheduled}
 		}),
 	}}
 	for _, tc := range tests {
