@@ -1,6 +1,7 @@
 package ipvs
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -138,7 +139,15 @@ func (f *Fake) realOp(k VSKey, r RealServer, op string) error {
 	return nil
 }
 
-func (f *Fake) AddRealServer(k VSKey, r RealServer) error    { return f.realOp(k, r, "add") }
+func (f *Fake) AddRealServer(k VSKey, r RealServer) error { return f.realOp(k, r, "add") }
+
+func (f *Fake) AddRealServers(k VSKey, rs []RealServer) error {
+	var errs []error
+	for _, r := range rs {
+		errs = append(errs, f.realOp(k, r, "add"))
+	}
+	return errors.Join(errs...)
+}
 func (f *Fake) UpdateRealServer(k VSKey, r RealServer) error { return f.realOp(k, r, "update") }
 func (f *Fake) DeleteRealServer(k VSKey, r RealServer) error { return f.realOp(k, r, "del") }
 
@@ -187,6 +196,14 @@ func (f *Fake) AddLinkAddr(name string, a netip.Addr) error {
 	return nil
 }
 
+func (f *Fake) AddLinkAddrs(name string, as []netip.Addr) error {
+	var errs []error
+	for _, a := range as {
+		errs = append(errs, f.AddLinkAddr(name, a))
+	}
+	return errors.Join(errs...)
+}
+
 func (f *Fake) DelLinkAddr(name string, a netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -201,51 +218,69 @@ func (f *Fake) DelLinkAddr(name string, a netip.Addr) error {
 	return fmt.Errorf("address %s: %w", a, ErrNotFound)
 }
 
-func (f *Fake) EnsureIPSet(s IPSet) error {
+func (f *Fake) EnsureIPSets(sets []IPSet) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.S.IPSets[s.Name]; !ok {
-		f.Calls++
-		f.S.IPSets[s.Name] = s
-		f.S.IPSetEntries[s.Name] = []string{}
+	for _, s := range sets {
+		if _, ok := f.S.IPSets[s.Name]; !ok {
+			f.Calls++
+			f.S.IPSets[s.Name] = s
+			f.S.IPSetEntries[s.Name] = []string{}
+		}
 	}
 	return nil
 }
 
-func (f *Fake) IPSetEntries(name string) ([]string, error) {
+func (f *Fake) IPSetEntries(names ...string) (map[string][]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.S.IPSetEntries[name]
-	if !ok {
-		return nil, fmt.Errorf("ipset %s: %w", name, ErrNotFound)
+	out := make(map[string][]string, len(names))
+	for _, n := range names {
+		e, ok := f.S.IPSetEntries[n]
+		if !ok {
+			return nil, fmt.Errorf("ipset %s: %w", n, ErrNotFound)
+		}
+		out[n] = append([]string{}, e...)
 	}
-	return append([]string(nil), e...), nil
+	return out, nil
 }
 
-func (f *Fake) UpdateIPSet(name string, add, del []string) error {
+// UpdateIPSets counts one call per set changed; a missing set fails the
+// whole batch before anything changes, as ipset restore would at its line.
+func (f *Fake) UpdateIPSets(add, del map[string][]string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.Calls++
-	cur, ok := f.S.IPSetEntries[name]
-	if !ok {
-		return fmt.Errorf("ipset %s: %w", name, ErrNotFound)
+	names := map[string]bool{}
+	for n := range add {
+		names[n] = true
 	}
-	m := map[string]bool{}
-	for _, e := range cur {
-		m[e] = true
+	for n := range del {
+		names[n] = true
 	}
-	for _, e := range del {
-		delete(m, e)
+	for n := range names {
+		if _, ok := f.S.IPSetEntries[n]; !ok {
+			return fmt.Errorf("ipset %s: %w", n, ErrNotFound)
+		}
 	}
-	for _, e := range add {
-		m[e] = true
+	for n := range names {
+		f.Calls++
+		m := map[string]bool{}
+		for _, e := range f.S.IPSetEntries[n] {
+			m[e] = true
+		}
+		for _, e := range del[n] {
+			delete(m, e)
+		}
+		for _, e := range add[n] {
+			m[e] = true
+		}
+		out := []string{}
+		for e := range m {
+			out = append(out, e)
+		}
+		sort.Strings(out)
+		f.S.IPSetEntries[n] = out
 	}
-	out := []string{}
-	for e := range m {
-		out = append(out, e)
-	}
-	sort.Strings(out)
-	f.S.IPSetEntries[name] = out
 	return nil
 }
 

@@ -76,6 +76,9 @@ type OS interface {
 	DeleteVirtualServer(VSKey) error
 	RealServers(VSKey) ([]RealServer, error)
 	AddRealServer(VSKey, RealServer) error
+	// AddRealServers adds several at once (one kernel round trip where
+	// the OS can batch); the error joins each failed one's.
+	AddRealServers(VSKey, []RealServer) error
 	UpdateRealServer(VSKey, RealServer) error
 	DeleteRealServer(VSKey, RealServer) error
 
@@ -83,11 +86,21 @@ type OS interface {
 	EnsureDummy(name string) error
 	LinkAddrs(name string) ([]netip.Addr, error)
 	AddLinkAddr(name string, a netip.Addr) error
+	// AddLinkAddrs binds several (one kernel round trip per batch where
+	// the OS can); one already bound is not an error.
+	AddLinkAddrs(name string, as []netip.Addr) error
 	DelLinkAddr(name string, a netip.Addr) error
 
-	EnsureIPSet(IPSet) error
-	IPSetEntries(name string) ([]string, error)
-	UpdateIPSet(name string, add, del []string) error
+	// The ipset calls take several sets at once: each is one exec of
+	// ipset, which costs far more than the work (~100 ms in UML).
+	//
+	// EnsureIPSets creates the sets that are missing.
+	EnsureIPSets([]IPSet) error
+	// IPSetEntries reads the entries of the named sets; a missing set is
+	// an error wrapping ErrNotFound.
+	IPSetEntries(names ...string) (map[string][]string, error)
+	// UpdateIPSets deletes del's entries and adds add's, per set name.
+	UpdateIPSets(add, del map[string][]string) error
 
 	// EnsureIPTables replaces the contents of our own chains with rules (an
 	// iptables-restore text for family) and makes sure every jump exists.

@@ -9,11 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 )
 
@@ -21,7 +26,12 @@ import (
 // addresses and conntrack over netlink, ipset and iptables through their
 // restore commands (one process per change set, as kube-proxy does).
 type LinuxOS struct {
-	h *ipvs.Handle
+	h     *ipvs.Handle
+	batch *batcher
+	// links caches interfaces by name: a lookup per address change would
+	// double the netlink round trips when binding thousands of Service IPs.
+	linksMu sync.Mutex
+	links   map[string]netlink.Link
 	// Trace, when set, sees every command run (for tests and debugging).
 	Trace func(cmd string, stdin []byte, err error)
 }
@@ -34,7 +44,12 @@ func NewLinuxOS() (*LinuxOS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open IPVS netlink (is the ip_vs module loaded?): %w", err)
 	}
-	return &LinuxOS{h: h}, nil
+	b, err := newBatcher()
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open IPVS netlink: %w", err)
+	}
+	return &LinuxOS{h: h, batch: b}, nil
 }
 
 // Available says whether this kernel has IPVS, for choosing the proxy mode.
@@ -52,7 +67,7 @@ func Available() bool {
 }
 
 // Close releases the netlink socket.
-func (l *LinuxOS) Close() { l.h.Close() }
+func (l *LinuxOS) Close() { l.h.Close(); l.batch.close() }
 
 var protoNum = map[v1.Protocol]uint16{v1.ProtocolTCP: syscall.IPPROTO_TCP, v1.ProtocolUDP: syscall.IPPROTO_UDP, v1.ProtocolSCTP: syscall.IPPROTO_SCTP}
 
@@ -133,6 +148,8 @@ func toDest(r RealServer) *ipvs.Destination {
 	return d
 }
 
+func (l *LinuxOS) AddRealServers(k VSKey, rs []RealServer) error { return l.batch.addDests(k, rs) }
+
 func (l *LinuxOS) AddRealServer(k VSKey, r RealServer) error {
 	return l.h.NewDestination(keyIPVS(k), toDest(r))
 }
@@ -157,7 +174,7 @@ func (l *LinuxOS) EnsureDummy(name string) error {
 		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return fmt.Errorf("create dummy %s (kernel without dummy interfaces?): %w", name, err)
 		}
-		if link, err = netlink.LinkByName(name); err != nil {
+		if link, err = l.link(name, true); err != nil {
 			return err
 		}
 	}
@@ -190,23 +207,56 @@ func hostAddr(a netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, bits)}}
 }
 
-func (l *LinuxOS) AddLinkAddr(name string, a netip.Addr) error {
+// link is name's interface, from the cache unless fresh is set.
+func (l *LinuxOS) link(name string, fresh bool) (netlink.Link, error) {
+	l.linksMu.Lock()
+	defer l.linksMu.Unlock()
+	if link, ok := l.links[name]; ok && !fresh {
+		return link, nil
+	}
 	link, err := netlink.LinkByName(name)
+	if err != nil {
+		delete(l.links, name)
+		return nil, err
+	}
+	if l.links == nil {
+		l.links = map[string]netlink.Link{}
+	}
+	l.links[name] = link
+	return link, nil
+}
+
+// withLink runs f on name's cached interface, and once more on a fresh
+// lookup if the cached one is gone (the interface was recreated).
+func (l *LinuxOS) withLink(name string, f func(netlink.Link) error) error {
+	link, err := l.link(name, false)
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrAdd(link, hostAddr(a)); err != nil && !errors.Is(err, syscall.EEXIST) {
+	err = f(link)
+	if errors.Is(err, syscall.ENODEV) {
+		if link, err = l.link(name, true); err != nil {
+			return err
+		}
+		err = f(link)
+	}
+	return err
+}
+
+func (l *LinuxOS) AddLinkAddr(name string, a netip.Addr) error {
+	err := l.withLink(name, func(link netlink.Link) error { return netlink.AddrAdd(link, hostAddr(a)) })
+	if err != nil && !errors.Is(err, syscall.EEXIST) {
 		return err
 	}
 	return nil
 }
 
+func (l *LinuxOS) AddLinkAddrs(name string, as []netip.Addr) error {
+	return l.withLink(name, func(link netlink.Link) error { return l.batch.addAddrs(link.Attrs().Index, as) })
+}
+
 func (l *LinuxOS) DelLinkAddr(name string, a netip.Addr) error {
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		return err
-	}
-	if err := netlink.AddrDel(link, hostAddr(a)); err != nil {
+	if err := l.withLink(name, func(link netlink.Link) error { return netlink.AddrDel(link, hostAddr(a)) }); err != nil {
 		if errors.Is(err, syscall.EADDRNOTAVAIL) {
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
@@ -236,45 +286,83 @@ func run(stdin []byte, name string, args ...string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func (l *LinuxOS) EnsureIPSet(s IPSet) error {
-	args := []string{"create", s.Name, s.Type}
-	switch {
-	case s.Type == "bitmap:port":
-		args = append(args, "range", "0-65535")
-	case s.Family == v1.IPv6Protocol:
-		args = append(args, "family", "inet6")
-	default:
-		args = append(args, "family", "inet")
-	}
-	_, err := l.run(nil, "ipset", append(args, "-exist")...)
-	return err
-}
-
-func (l *LinuxOS) IPSetEntries(name string) ([]string, error) {
-	out, err := l.run(nil, "ipset", "save", name)
-	if err != nil {
-		return nil, err
-	}
-	var es []string
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[0] == "add" && f[1] == name {
-			es = append(es, f[2])
-		}
-	}
-	return es, nil
-}
-
-func (l *LinuxOS) UpdateIPSet(name string, add, del []string) error {
+func (l *LinuxOS) EnsureIPSets(sets []IPSet) error {
 	var b bytes.Buffer
-	for _, e := range del {
-		fmt.Fprintf(&b, "del %s %s -exist\n", name, e)
+	for _, s := range sets {
+		fmt.Fprintf(&b, "create %s %s", s.Name, s.Type)
+		switch {
+		case s.Type == "bitmap:port":
+			b.WriteString(" range 0-65535")
+		case s.Family == v1.IPv6Protocol:
+			b.WriteString(" family inet6")
+		default:
+			b.WriteString(" family inet")
+		}
+		b.WriteString(" -exist\n")
 	}
-	for _, e := range add {
-		fmt.Fprintf(&b, "add %s %s -exist\n", name, e)
+	if b.Len() == 0 {
+		return nil
 	}
 	_, err := l.run(b.Bytes(), "ipset", "restore")
 	return err
+}
+
+// IPSetEntries reads every set with one `ipset save` and keeps the named.
+func (l *LinuxOS) IPSetEntries(names ...string) (map[string][]string, error) {
+	out, err := l.run(nil, "ipset", "save")
+	if err != nil {
+		return nil, err
+	}
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	res := make(map[string][]string, len(names))
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "create" && want[f[1]]:
+			if res[f[1]] == nil {
+				res[f[1]] = []string{}
+			}
+		case len(f) >= 3 && f[0] == "add" && want[f[1]]:
+			res[f[1]] = append(res[f[1]], f[2])
+		}
+	}
+	for _, n := range names {
+		if res[n] == nil {
+			return nil, fmt.Errorf("ipset %s: %w", n, ErrNotFound)
+		}
+	}
+	return res, nil
+}
+
+func (l *LinuxOS) UpdateIPSets(add, del map[string][]string) error {
+	var b bytes.Buffer
+	for _, n := range sortedKeys(del) {
+		for _, e := range del[n] {
+			fmt.Fprintf(&b, "del %s %s -exist\n", n, e)
+		}
+	}
+	for _, n := range sortedKeys(add) {
+		for _, e := range add[n] {
+			fmt.Fprintf(&b, "add %s %s -exist\n", n, e)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	_, err := l.run(b.Bytes(), "ipset", "restore")
+	return err
+}
+
+func sortedKeys(m map[string][]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (l *LinuxOS) EnsureIPTables(f v1.IPFamily, jumps []Jump, rules string) error {
@@ -390,29 +478,82 @@ func (l *LinuxOS) DeleteLink(name string) error {
 		}
 		return err
 	}
+	l.linksMu.Lock()
+	delete(l.links, name)
+	l.linksMu.Unlock()
 	return netlink.LinkDel(link)
 }
 
 // HostAddresses lists the addresses of every interface but kube-ipvs0 (its
 // addresses are Service IPs, not node IPs).
+// The syncer asks at every sync, and kube-ipvs0 holds one address per
+// Service: each link's addresses are asked for with a dump the kernel
+// filters by interface (NETLINK_GET_STRICT_CHK, Linux 4.20+), so the
+// Service IPs are never read. netlink.AddrList filters in user space after
+// a dump of every address of the host.
 func HostAddresses() ([]netip.Addr, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, err
 	}
+	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	strict := unix.SetsockoptInt(int(s.GetFd()), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1) == nil
 	var out []netip.Addr
 	for _, l := range links {
 		if l.Attrs().Name == DummyName {
 			continue
 		}
-		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		as, err := linkAddrs(s, l.Attrs().Index, strict)
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+		}
+		out = append(out, as...)
+	}
+	return out, nil
+}
+
+func linkAddrs(s *nl.NetlinkSocket, index int, strict bool) ([]netip.Addr, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	msg := nl.NewIfAddrmsg(unix.AF_UNSPEC)
+	if strict {
+		msg.Index = uint32(index)
+	}
+	req.AddData(msg)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, m := range msgs {
+		h := nl.DeserializeIfAddrmsg(m)
+		if int(h.Index) != index {
+			continue // an old kernel that ignored the filter
+		}
+		attrs, err := nl.ParseRouteAttr(m[h.Len():])
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range as {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok {
-				out = append(out, ip.Unmap())
+		// As netlink.AddrList: IFA_LOCAL is the address on point-to-point
+		// links, where IFA_ADDRESS is the peer's.
+		var local, address []byte
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case unix.IFA_LOCAL:
+				local = a.Value
+			case unix.IFA_ADDRESS:
+				address = a.Value
 			}
+		}
+		if local == nil {
+			local = address
+		}
+		if ip, ok := netip.AddrFromSlice(local); ok {
+			out = append(out, ip.Unmap())
 		}
 	}
 	return out, nil

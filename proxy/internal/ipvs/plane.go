@@ -307,12 +307,12 @@ func (p *Plane) setup() error {
 	if err := p.os.EnsureDummy(DummyName); err != nil {
 		return fmt.Errorf("dummy interface %s: %w", DummyName, err)
 	}
+	var all []IPSet
 	for _, f := range p.opts.Families {
-		for _, s := range ipsetsFor(f) {
-			if err := p.os.EnsureIPSet(s); err != nil {
-				return fmt.Errorf("ipset %s: %w", s.Name, err)
-			}
-		}
+		all = append(all, ipsetsFor(f)...)
+	}
+	if err := p.os.EnsureIPSets(all); err != nil {
+		return fmt.Errorf("ipsets: %w", err)
 	}
 	p.initialized = true
 	return nil
@@ -344,15 +344,19 @@ func (p *Plane) readCaches() error {
 	for _, a := range addrs {
 		p.addrs[a] = true
 	}
-	p.sets = map[string]sets.Set[string]{}
+	var names []string
 	for _, f := range p.opts.Families {
 		for _, s := range ipsetsFor(f) {
-			e, err := p.os.IPSetEntries(s.Name)
-			if err != nil {
-				return fmt.Errorf("ipset %s: %w", s.Name, err)
-			}
-			p.sets[s.Name] = sets.New(e...)
+			names = append(names, s.Name)
 		}
+	}
+	entries, err := p.os.IPSetEntries(names...)
+	if err != nil {
+		return fmt.Errorf("ipsets: %w", err)
+	}
+	p.sets = make(map[string]sets.Set[string], len(names))
+	for _, n := range names {
+		p.sets[n] = sets.New(entries[n]...)
 	}
 	return nil
 }
@@ -421,18 +425,25 @@ func (p *Plane) countAddrs(st *servicestate.State, keys sets.Set[servicestate.Ke
 }
 
 func (p *Plane) syncAddrs(touched sets.Set[netip.Addr]) error {
-	var errs []error
+	var add []netip.Addr
 	for a := range touched {
-		if p.addrRef[a] == 0 || p.addrs[a] {
-			continue
+		if p.addrRef[a] > 0 && !p.addrs[a] {
+			add = append(add, a)
 		}
-		if err := p.os.AddLinkAddr(DummyName, a); err != nil {
-			errs = append(errs, fmt.Errorf("bind %s: %w", a, err))
-			continue
-		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	sort.Slice(add, func(i, j int) bool { return add[i].Less(add[j]) })
+	if err := p.os.AddLinkAddrs(DummyName, add); err != nil {
+		// Which ones failed is in err only; the next sync binds them all
+		// again (binding a bound address is not an error).
+		return fmt.Errorf("bind Service addresses: %w", err)
+	}
+	for _, a := range add {
 		p.addrs[a] = true
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // removeAddrs runs after stale virtual servers are gone.
@@ -466,29 +477,34 @@ func (p *Plane) ensureVS(d desiredVS) error {
 		}
 	}
 	p.vs[d.VS.VSKey] = d.VS
-	return p.syncReals(d)
+	return p.syncReals(d, !exists)
 }
 
-func (p *Plane) syncReals(d desiredVS) error {
+// syncReals makes vk's real servers d.Reals; created says the virtual
+// server was just added, so it has none (one netlink dump saved per new
+// Service, which is most of a first sync).
+func (p *Plane) syncReals(d desiredVS, created bool) error {
 	vk := d.VS.VSKey
-	cur, err := p.os.RealServers(vk)
-	if err != nil {
-		return fmt.Errorf("real servers of %s: %w", vk, err)
+	var cur []RealServer
+	if !created {
+		var err error
+		if cur, err = p.os.RealServers(vk); err != nil {
+			return fmt.Errorf("real servers of %s: %w", vk, err)
+		}
 	}
 	have := make(map[netip.AddrPort]RealServer, len(cur))
 	for _, r := range cur {
 		have[r.AddrPort()] = r
 	}
 	var errs []error
+	var add []RealServer
 	wantSet := make(map[netip.AddrPort]bool, len(d.Reals))
 	for _, ap := range d.Reals {
 		wantSet[ap] = true
 		r, ok := have[ap]
 		switch {
 		case !ok:
-			if err := p.os.AddRealServer(vk, RealServer{Addr: ap.Addr(), Port: ap.Port(), Weight: 1}); err != nil {
-				errs = append(errs, fmt.Errorf("add real server %s to %s: %w", ap, vk, err))
-			}
+			add = append(add, RealServer{Addr: ap.Addr(), Port: ap.Port(), Weight: 1})
 		case r.Weight != 1:
 			// Back from draining (or adopted with another weight).
 			r.Weight = 1
@@ -499,6 +515,9 @@ func (p *Plane) syncReals(d desiredVS) error {
 		if t := p.terminating[vk]; t != nil {
 			delete(t, ap)
 		}
+	}
+	if len(add) > 0 {
+		errs = append(errs, p.os.AddRealServers(vk, add))
 	}
 	for ap, r := range have {
 		if wantSet[ap] {
@@ -707,13 +726,8 @@ func (p *Plane) syncIPSets(st *servicestate.State, keys sets.Set[servicestate.Ke
 			p.contrib[k] = c
 		}
 	}
-	var errs []error
-	names := make([]string, 0, len(touched))
-	for n := range touched {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	add, del := map[string][]string{}, map[string][]string{}
+	for n, es := range touched {
 		have := p.sets[n]
 		if have == nil {
 			if _, ours := p.setTypes[n]; !ours {
@@ -722,29 +736,36 @@ func (p *Plane) syncIPSets(st *servicestate.State, keys sets.Set[servicestate.Ke
 			have = sets.New[string]()
 			p.sets[n] = have
 		}
-		var plus, minus []string
-		for e := range touched[n] {
+		for e := range es {
 			want := p.setRef[n][e] > 0
 			switch {
 			case want && !have.Has(e):
-				plus = append(plus, e)
+				add[n] = append(add[n], e)
 			case !want && have.Has(e):
-				minus = append(minus, e)
+				del[n] = append(del[n], e)
 			}
 		}
-		if len(plus) == 0 && len(minus) == 0 {
-			continue
-		}
-		sort.Strings(plus)
-		sort.Strings(minus)
-		if err := p.os.UpdateIPSet(n, plus, minus); err != nil {
-			errs = append(errs, fmt.Errorf("ipset %s: %w", n, err))
-			continue
-		}
-		have.Insert(plus...)
-		have.Delete(minus...)
 	}
-	return errors.Join(errs...)
+	if len(add) == 0 && len(del) == 0 {
+		return nil
+	}
+	for _, m := range []map[string][]string{add, del} {
+		for _, es := range m {
+			sort.Strings(es)
+		}
+	}
+	// One batch for every set: an ipset exec costs more than its work.
+	if err := p.os.UpdateIPSets(add, del); err != nil {
+		// The caches may be off now; the next full sync rereads them.
+		return fmt.Errorf("ipsets: %w", err)
+	}
+	for n, es := range add {
+		p.sets[n].Insert(es...)
+	}
+	for n, es := range del {
+		p.sets[n].Delete(es...)
+	}
+	return nil
 }
 
 // ourChains are the chains iptablesRules declares, per table.
@@ -767,8 +788,9 @@ func Cleanup(osi OS, families []v1.IPFamily, nodeIPs []netip.Addr) error {
 	nodePorts := map[uint16]bool{}
 	for _, f := range families {
 		for _, p := range protocols {
-			if es, err := osi.IPSetEntries(setName(setNodePort+string(p), f)); err == nil {
-				for _, e := range es {
+			n := setName(setNodePort+string(p), f)
+			if m, err := osi.IPSetEntries(n); err == nil {
+				for _, e := range m[n] {
 					var n uint16
 					if _, err := fmt.Sscan(e, &n); err == nil {
 						nodePorts[n] = true

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
@@ -100,12 +101,22 @@ type plane struct {
 	rules  *familyRules
 	fixed  []fixedContainer
 
-	synced  bool // the kernel view is trusted (a full sync succeeded since the last failure)
-	frags   map[servicestate.Key]*svcState
-	global  *fragment
-	desired *view
-	kernel  *view
+	synced   bool // the kernel view is trusted (a full sync succeeded since the last failure)
+	lastRead time.Time
+	frags    map[servicestate.Key]*svcState
+	global   *fragment
+	desired  *view
+	kernel   *view
 }
+
+// kernelReadPeriod is how long a full sync trusts the kernel view it keeps
+// (updated by every transaction that succeeded) instead of listing the
+// table: listing 10,000 Services' rules costs nft tens of seconds of CPU,
+// and a full sync comes every syncPeriod (30 s by default). kube-proxy's
+// nftables mode likewise rewrites everything only hourly
+// (proxyutil.FullSyncPeriod). A failed transaction, a restart, or this
+// period passing makes the next full sync read the kernel again.
+const kernelReadPeriod = time.Hour
 
 // svcState is what was programmed for one Service port.
 type svcState struct {
@@ -159,11 +170,14 @@ func (pl *plane) sync(ctx context.Context, st *servicestate.State, changed sets.
 				pl.desired.addFragment(s.frag)
 			}
 		}
-		k, err := readKernel(ctx, pl.nft, pl.fixed)
-		if err != nil {
-			return fmt.Errorf("%w: %s: reading table: %w", ErrSync, pl.family, err)
+		if pl.kernel == nil || !pl.synced || time.Since(pl.lastRead) >= kernelReadPeriod {
+			k, err := readKernel(ctx, pl.nft, pl.fixed)
+			if err != nil {
+				return fmt.Errorf("%w: %s: reading table: %w", ErrSync, pl.family, err)
+			}
+			pl.kernel, pl.lastRead = k, time.Now()
 		}
-		pl.kernel = k
+		k := pl.kernel
 		t = newTouched()
 		for n := range pl.desired.chains {
 			t.chains[n] = true

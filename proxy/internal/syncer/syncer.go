@@ -402,7 +402,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	}
 	s.nodeIPs = nodeIPs
 	if full {
-		s.lastFull = start
+		// From the end: a full sync longer than SyncPeriod (thousands of
+		// Services on a slow kernel) must not make every next sync full.
+		s.lastFull = time.Now()
 	}
 	s.markSynced(start, triggers, full)
 	s.log.Debug("synced", zap.Bool("full", full), zap.Int("changed", changed.Len()), zap.Duration("took", time.Since(start)))

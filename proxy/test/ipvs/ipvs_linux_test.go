@@ -1,8 +1,10 @@
 // Package ipvs_test runs the proxy's sync loop against a real kernel's
 // IPVS. It needs root and a kernel with IPVS, dummy and veth: `make
 // test-ipvs` runs it inside user-mode-linux (this host's kernel has no IPVS).
-// The Kubernetes objects come from client-go's fake clientset through the
-// real informers; everything from the informers down is the production code.
+// The Kubernetes objects are written to a real API server on the host,
+// reached over a tap device (NODESUITE_UML_KUBECONFIG, written by the host
+// side, e2e/bench/proxy-ipvs/umlhost); the proxy's informers watch it and
+// everything from the informers down is the production code.
 package ipvs_test
 
 import (
@@ -25,7 +27,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/nodesuite/nodesuite/proxy/internal/ipvs"
@@ -217,7 +220,7 @@ type proxy struct {
 	os     *ipvs.LinuxOS
 }
 
-func startProxy(t *testing.T, client *fake.Clientset) *proxy {
+func startProxy(t *testing.T, client kubernetes.Interface) *proxy {
 	t.Helper()
 	osi, err := ipvs.NewLinuxOS()
 	if err != nil {
@@ -322,6 +325,34 @@ func reals(t *testing.T, _ *ipvs.LinuxOS, addr string) map[string]int {
 	return m
 }
 
+// hasVS reports whether the kernel has a TCP virtual server at addr.
+func hasVS(t *testing.T, addr string) bool {
+	vss, err := obs.VirtualServers()
+	if err != nil {
+		t.Fatalf("list virtual servers: %v", err)
+	}
+	for _, vs := range vss {
+		if vs.Protocol == v1.ProtocolTCP && netip.AddrPortFrom(vs.Addr, vs.Port).String() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// boundTo reports whether addr is on kube-ipvs0, as ip(8) shows it.
+func boundTo(t *testing.T, addr string) bool {
+	out, err := exec.Command("ip", "-o", "addr", "show", "dev", ipvs.DummyName).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip addr show %s: %v\n%s", ipvs.DummyName, err, out)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, addr+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 func alternates(got []string) bool {
 	seen := map[string]int{}
 	for i, b := range got {
@@ -331,6 +362,49 @@ func alternates(got []string) bool {
 		}
 	}
 	return len(seen) == 2
+}
+
+// apiClient is a client of the API server the host side started.
+func apiClient(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	path := os.Getenv("NODESUITE_UML_KUBECONFIG")
+	if path == "" {
+		t.Fatal("NODESUITE_UML_KUBECONFIG is not set: the host side (make test-ipvs) passes the API server's kubeconfig")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// create writes objects through the API, as a controller would.
+func create(t *testing.T, client kubernetes.Interface, objs ...any) {
+	t.Helper()
+	ctx := context.Background()
+	for _, o := range objs {
+		var err error
+		switch o := o.(type) {
+		case *v1.Namespace:
+			_, err = client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *v1.Node:
+			_, err = client.CoreV1().Nodes().Create(ctx, o, metav1.CreateOptions{})
+		case *v1.Service:
+			_, err = client.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *discoveryv1.EndpointSlice:
+			_, err = client.DiscoveryV1().EndpointSlices(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("create: unexpected %T", o)
+		}
+		if err != nil {
+			t.Fatalf("create %T: %v", o, err)
+		}
+	}
 }
 
 func TestIPVS(t *testing.T) {
@@ -350,7 +424,9 @@ func TestIPVS(t *testing.T) {
 		serve(t, be)
 	}
 	ctx := context.Background()
-	client := fake.NewClientset(
+	client := apiClient(t)
+	create(t, client,
+		&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}},
 		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName},
 			Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: nodeIP}}}},
 		service("web", "10.96.0.10", 30080, nil), slice("web", "be1", "be2"),
@@ -430,6 +506,32 @@ func TestIPVS(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, "web back to two", func() bool { return len(reals(t, p.os, "10.96.0.10:80")) == 2 })
+	})
+	t.Run("Service added then deleted through the API: external IP served, then virtual servers and address gone", func(t *testing.T) {
+		const ext = "172.16.0.100"
+		n0 := p.plane.n.Load()
+		create(t, client, service("ext", "10.96.0.13", 0, func(s *v1.Service) {
+			s.Spec.Type = v1.ServiceTypeClusterIP
+			s.Spec.ExternalIPs = []string{ext}
+		}), slice("ext", "be1", "be2"))
+		p.synced(t, n0)
+		eventually(t, "ext's external IP real servers", func() bool { return len(reals(t, p.os, ext+":80")) == 2 })
+		if !boundTo(t, ext) {
+			t.Errorf("%s not bound to %s", ext, ipvs.DummyName)
+		}
+		if got := hits(t, ext+":80", 4); !alternates(got) {
+			t.Errorf("external IP backends %v: want be1 and be2 alternating", got)
+		}
+		if err := client.CoreV1().Services("ns").Delete(ctx, "ext", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "ext's virtual servers deleted", func() bool {
+			return !hasVS(t, ext+":80") && !hasVS(t, "10.96.0.13:80")
+		})
+		eventually(t, "ext's addresses unbound", func() bool { return !boundTo(t, ext) && !boundTo(t, "10.96.0.13") })
+		if err := client.DiscoveryV1().EndpointSlices("ns").Delete(ctx, "ext-1", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("established connection survives a proxy restart; kernel not flushed", func(t *testing.T) {
 		c := dial(t, "10.96.0.10:80")

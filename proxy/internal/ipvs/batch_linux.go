@@ -1,0 +1,201 @@
+package ipvs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// IPVS generic netlink numbers (include/uapi/linux/ip_vs.h).
+const (
+	ipvsCmdNewDest      = 5
+	ipvsCmdAttrService  = 1
+	ipvsCmdAttrDest     = 2
+	ipvsSvcAttrAF       = 1
+	ipvsSvcAttrProtocol = 2
+	ipvsSvcAttrAddr     = 3
+	ipvsSvcAttrPort     = 4
+	ipvsDestAttrAddr    = 1
+	ipvsDestAttrPort    = 2
+	ipvsDestAttrFwd     = 3
+	ipvsDestAttrWeight  = 4
+	ipvsDestAttrUThresh = 5
+	ipvsDestAttrLThresh = 6
+	ipvsDestAttrAF      = 11
+	// batchMax bounds one sendmsg (and the acks it brings back).
+	batchMax = 128
+)
+
+// batcher sends several IPVS commands in one sendmsg: the kernel's netlink
+// input runs every message of a buffer in turn and acks each, so adding a
+// Service's real servers costs one round trip instead of one per real
+// server. moby/ipvs (used for everything else) sends one message per call;
+// on a slow kernel (UML) the round trips are most of a first sync.
+//
+// The same goes for kube-ipvs0's addresses (RTM_NEWADDR over rtnetlink):
+// netlink.AddrAdd opens a socket per call and sends one message.
+type batcher struct {
+	mu      sync.Mutex
+	fd      int // NETLINK_GENERIC, for IPVS
+	routeFD int // NETLINK_ROUTE, for addresses
+	family  uint16
+	buf     []byte
+}
+
+func netlinkSocket(proto int) (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return -1, err
+	}
+	// A lost ack must not hang a sync.
+	tv := unix.Timeval{Sec: 10}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func newBatcher() (*batcher, error) {
+	fam, err := netlink.GenlFamilyGet("IPVS")
+	if err != nil {
+		return nil, fmt.Errorf("IPVS generic netlink family: %w", err)
+	}
+	fd, err := netlinkSocket(unix.NETLINK_GENERIC)
+	if err != nil {
+		return nil, err
+	}
+	rfd, err := netlinkSocket(unix.NETLINK_ROUTE)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &batcher{fd: fd, routeFD: rfd, family: fam.ID, buf: make([]byte, 1<<16)}, nil
+}
+
+func (b *batcher) close() { unix.Close(b.fd); unix.Close(b.routeFD) }
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+func afOf(isV6 bool) uint16 {
+	if isV6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+func serviceAttr(k VSKey) *nl.RtAttr {
+	a := nl.NewRtAttr(ipvsCmdAttrService, nil)
+	a.AddRtAttr(ipvsSvcAttrAF, nl.Uint16Attr(afOf(k.Addr.Is6())))
+	a.AddRtAttr(ipvsSvcAttrProtocol, nl.Uint16Attr(protoNum[k.Protocol]))
+	a.AddRtAttr(ipvsSvcAttrAddr, k.Addr.AsSlice())
+	a.AddRtAttr(ipvsSvcAttrPort, be16(k.Port))
+	return a
+}
+
+func destAttr(r RealServer) *nl.RtAttr {
+	a := nl.NewRtAttr(ipvsCmdAttrDest, nil)
+	a.AddRtAttr(ipvsDestAttrAddr, r.Addr.AsSlice())
+	a.AddRtAttr(ipvsDestAttrPort, be16(r.Port))
+	a.AddRtAttr(ipvsDestAttrFwd, nl.Uint32Attr(0)) // IP_VS_CONN_F_MASQ: NAT
+	a.AddRtAttr(ipvsDestAttrWeight, nl.Uint32Attr(uint32(r.Weight)))
+	a.AddRtAttr(ipvsDestAttrUThresh, nl.Uint32Attr(0))
+	a.AddRtAttr(ipvsDestAttrLThresh, nl.Uint32Attr(0))
+	a.AddRtAttr(ipvsDestAttrAF, nl.Uint16Attr(afOf(r.Addr.Is6())))
+	return a
+}
+
+// addDests adds real servers to k; the error joins each failed one's.
+func (b *batcher) addDests(k VSKey, rs []RealServer) error {
+	reqs := make([]*nl.NetlinkRequest, len(rs))
+	for i, r := range rs {
+		req := nl.NewNetlinkRequest(int(b.family), unix.NLM_F_ACK)
+		req.AddData(&nl.Genlmsg{Command: ipvsCmdNewDest, Version: 1})
+		req.AddData(serviceAttr(k))
+		req.AddData(destAttr(r))
+		reqs[i] = req
+	}
+	return b.run(b.fd, reqs, func(i int, err error) error {
+		return fmt.Errorf("add real server %s to %s: %w", rs[i].AddrPort(), k, err)
+	})
+}
+
+// addAddrs binds host addresses (/32, /128) to the interface with index
+// link; one that is already there is not an error.
+func (b *batcher) addAddrs(link int, as []netip.Addr) error {
+	reqs := make([]*nl.NetlinkRequest, len(as))
+	for i, a := range as {
+		req := nl.NewNetlinkRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+		fam, bits := unix.AF_INET, 32
+		if a.Is6() {
+			fam, bits = unix.AF_INET6, 128
+		}
+		msg := nl.NewIfAddrmsg(fam)
+		msg.Index = uint32(link)
+		msg.Prefixlen = uint8(bits)
+		req.AddData(msg)
+		req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, a.AsSlice()))
+		req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, a.AsSlice()))
+		reqs[i] = req
+	}
+	return b.run(b.routeFD, reqs, func(i int, err error) error {
+		if errors.Is(err, syscall.EEXIST) {
+			return nil
+		}
+		return fmt.Errorf("bind %s: %w", as[i], err)
+	})
+}
+
+// run sends reqs batchMax at a time and waits for each one's ack; wrap
+// turns request i's error into the caller's (nil drops it).
+func (b *batcher) run(fd int, reqs []*nl.NetlinkRequest, wrap func(i int, err error) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for start := 0; start < len(reqs); start += batchMax {
+		end := min(start+batchMax, len(reqs))
+		var out []byte
+		bySeq := make(map[uint32]int, end-start)
+		for i := start; i < end; i++ {
+			out = append(out, reqs[i].Serialize()...)
+			bySeq[reqs[i].Seq] = i
+		}
+		if err := unix.Sendto(fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("netlink send of %d requests: %w", end-start, err))...)
+		}
+		for len(bySeq) > 0 {
+			n, _, err := unix.Recvfrom(fd, b.buf, 0)
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("netlink acks (%d missing): %w", len(bySeq), err))...)
+			}
+			msgs, err := syscall.ParseNetlinkMessage(b.buf[:n])
+			if err != nil {
+				return errors.Join(append(errs, fmt.Errorf("netlink acks: %w", err))...)
+			}
+			for _, m := range msgs {
+				i, ok := bySeq[m.Header.Seq]
+				if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+					continue
+				}
+				delete(bySeq, m.Header.Seq)
+				if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
+					if err := wrap(i, syscall.Errno(-code)); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
