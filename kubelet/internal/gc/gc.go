@@ -21,25 +21,27 @@ type Remover interface {
 }
 
 // Prune removes what rp no longer needs and returns the first errors joined.
+// Per container name it keeps the newest instance and the one before it if
+// that one has exited: the newest gives the status's state, the one before
+// its lastState and `logs --previous`. Keeping only the newest dead one
+// would lose both in the moment a restarted container has exited again
+// and not yet been restarted (a status then shows restartCount N with no
+// last termination).
 func Prune(ctx context.Context, rt Remover, rp *runtime.Pod) error {
 	var err error
-	deadSeen := map[string]bool{}
+	seen := map[string]int{}
 	keepSandbox := map[string]bool{}
 	if len(rp.Sandboxes) > 0 {
 		keepSandbox[rp.Sandboxes[0].Id] = true
 	}
 	for _, c := range rp.Containers { // newest first
-		switch c.Status.State {
-		case runtimeapi.ContainerState_CONTAINER_EXITED:
-			if !deadSeen[c.Name] {
-				deadSeen[c.Name] = true
-				keepSandbox[c.SandboxID] = true
-				continue
-			}
-			err = errors.Join(err, rt.RemoveContainer(ctx, c.Status.Id))
-		default:
+		n := seen[c.Name]
+		seen[c.Name]++
+		if c.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || n < 2 {
 			keepSandbox[c.SandboxID] = true
+			continue
 		}
+		err = errors.Join(err, rt.RemoveContainer(ctx, c.Status.Id))
 	}
 	for _, s := range rp.Sandboxes {
 		if s.State != runtimeapi.PodSandboxState_SANDBOX_READY && !keepSandbox[s.Id] {

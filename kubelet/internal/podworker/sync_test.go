@@ -149,8 +149,8 @@ func TestRestartWithBackOffAndCrashLoop(t *testing.T) {
 		t.Fatalf("after first exit (-want +got):\n%s", d)
 	}
 	f.exit(t, "a", 1)
-	res := f.sync(t, pod) // now in back-off: nothing starts; GC keeps one dead instance
-	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {exited}}, f.states(t)); d != "" {
+	res := f.sync(t, pod) // now in back-off: nothing starts; GC keeps the newest two dead instances (state and lastState)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {exited, exited}}, f.states(t)); d != "" {
 		t.Fatalf("in back-off (-want +got):\n%s", d)
 	}
 	if res.Requeue <= 0 || res.Requeue > backoff.Initial+time.Second {
