@@ -42,7 +42,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		}
 	}()
 	cctx := s.ctx(ctx)
-	img, err := s.findImage(ctx, cfg.GetImage().GetImage())
+	img, err := s.containerImage(ctx, cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, toStatus(err, "container image")
 	}
@@ -67,6 +67,9 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	if err != nil {
 		return nil, toStatus(err, "container spec")
 	}
+	// The runc shim serves every task of one group from one process: the
+	// container joins its Pod's shim instead of starting a shim of its own.
+	opts = append(opts, oci.WithAnnotations(map[string]string{annSandboxID: sb.ID}))
 	// The Pod's user namespace (validated when the sandbox ran).
 	userns, err := parseUserns(sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
 	if err != nil {
@@ -92,6 +95,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	if err != nil {
 		return nil, toStatus(err, "unpack image")
 	}
+	var rec containers.Container
 	_, err = s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
@@ -101,11 +105,12 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		containerd.WithContainerLabels(labels),
 		withUserLabel,
 		containerd.WithContainerExtension(extContainerCfg, ext),
+		captureMeta(&rec),
 	)
 	if err != nil {
 		return nil, toStatus(err, "create container")
 	}
-	s.indexContainer(id)
+	s.rememberContainer(rec)
 	s.emit(ctx, id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	s.log.Info("container created", zap.String("id", id), zap.String("name", name))
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil

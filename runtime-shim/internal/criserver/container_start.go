@@ -113,6 +113,7 @@ func (s *Service) recordExit(ctx context.Context, id string, code uint32, at tim
 		s.log.Warn("recording exit", zap.String("id", id), zap.Error(err))
 		return
 	}
+	s.noteLabels(id, labels)
 	if t, err := ctr.Task(ctx, nil); err == nil {
 		if _, err := t.Delete(ctx); err != nil {
 			s.log.Warn("deleting exited task", zap.String("id", id), zap.Error(err))

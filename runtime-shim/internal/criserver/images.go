@@ -48,6 +48,12 @@ func (s *Service) imageIndex(ctx context.Context) (map[string]*criImage, error) 
 	if err != nil {
 		return nil, err
 	}
+	return s.groupImages(ctx, recs, true), nil
+}
+
+// groupImages groups image records by image ID (the config digest);
+// sized: also add up each image's size (reads its manifest).
+func (s *Service) groupImages(ctx context.Context, recs []images.Image, sized bool) map[string]*criImage {
 	byID := map[string]*criImage{}
 	for _, r := range recs {
 		img := containerd.NewImage(s.client, r)
@@ -72,12 +78,14 @@ func (s *Service) imageIndex(ctx context.Context) (map[string]*criImage, error) 
 	for _, ci := range byID {
 		sort.Strings(ci.Tags)
 		sort.Strings(ci.Digests)
-		if sz, err := ci.ImageConfig.Size(ctx); err == nil {
-			ci.Size = sz
+		if sized {
+			if sz, err := ci.ImageConfig.Size(ctx); err == nil {
+				ci.Size = sz
+			}
 		}
 		ci.Pinned = ci.Target.Labels["io.cri-containerd.pinned"] == "pinned"
 	}
-	return byID, nil
+	return byID
 }
 
 // findImage resolves a tag, digest reference, full ID or ID prefix.
@@ -116,6 +124,55 @@ func (s *Service) findImage(ctx context.Context, ref string) (*criImage, error) 
 		}
 	}
 	return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
+}
+
+// containerImage resolves a container's image: findImage's answer, read
+// without listing every image when the reference is a plain name.
+// (ImageStatus and RemoveImage keep the full index: they must see every
+// record of the image.)
+func (s *Service) containerImage(ctx context.Context, ref string) (*criImage, error) {
+	if ci, err, ok := s.findImageByName(ctx, ref); ok {
+		return ci, err
+	}
+	return s.findImage(ctx, ref)
+}
+
+// findImageByName resolves a reference that can only be a name (it cannot
+// be an ID or ID prefix: it holds a character no digest has) by reading
+// that one record and the records sharing its target, instead of every
+// image on the node. ok is false when ref needs the full index.
+func (s *Service) findImageByName(ctx context.Context, ref string) (_ *criImage, _ error, ok bool) {
+	if !strings.ContainsFunc(strings.TrimPrefix(ref, "sha256:"), func(r rune) bool {
+		return !strings.ContainsRune("0123456789abcdef", r)
+	}) {
+		return nil, nil, false
+	}
+	norm, err := normalizeRef(ref)
+	if err != nil {
+		return nil, nil, false // the full path decides, as before
+	}
+	ctx = s.ctx(ctx)
+	rec, err := s.client.ImageService().Get(ctx, norm)
+	if errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound), true
+	} else if err != nil {
+		return nil, err, true
+	}
+	// Records of one image share its target (see the note on criImage);
+	// one whose target differs but whose config is the same would be
+	// missed here, so the full index settles any doubt.
+	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf("target.digest==%q", rec.Target.Digest.String()))
+	if err != nil {
+		return nil, err, true
+	}
+	for _, ci := range s.groupImages(ctx, recs, false) { // a container needs no size
+		for _, n := range append(append([]string{}, ci.Tags...), ci.Digests...) {
+			if n == norm {
+				return ci, nil, true
+			}
+		}
+	}
+	return nil, nil, false
 }
 
 // unpacked makes sure the image has a snapshot chain (an image imported

@@ -48,13 +48,17 @@ func (s *Service) liveSnapshot() map[string]*tasktypes.Process {
 	defer s.mu.Unlock()
 	m := make(map[string]*tasktypes.Process, len(s.live))
 	for id, l := range s.live {
-		p := &tasktypes.Process{ID: id, Pid: l.pid, Status: tasktypes.Status_RUNNING}
-		if l.exited {
-			p.Status, p.ExitStatus, p.ExitedAt = tasktypes.Status_STOPPED, l.code, timestamppb.New(l.at)
-		}
-		m[id] = p
+		m[id] = l.process(id)
 	}
 	return m
+}
+
+func (l *liveTask) process(id string) *tasktypes.Process {
+	p := &tasktypes.Process{ID: id, Pid: l.pid, Status: tasktypes.Status_RUNNING}
+	if l.exited {
+		p.Status, p.ExitStatus, p.ExitedAt = tasktypes.Status_STOPPED, l.code, timestamppb.New(l.at)
+	}
+	return p
 }
 
 // watchPause records the pause task's exit, so that a sandbox whose pause

@@ -46,13 +46,13 @@ func (s *Service) Recover(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 		if kind == kindSandbox {
-			s.indexSandbox(c.ID)
+			s.rememberSandbox(c)
 			if t := ts[c.ID]; t != nil && t.Status == tasktypes.Status_RUNNING {
 				s.adoptPause(cctx, c.ID, t.Pid)
 			}
 			continue
 		}
-		s.indexContainer(c.ID)
+		s.rememberContainer(c)
 		t := ts[c.ID]
 		if t == nil {
 			continue

@@ -3,6 +3,7 @@ package criserver
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -70,13 +71,17 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtime.Updat
 	}); err != nil {
 		return nil, toStatus(err, "store spec")
 	}
-	rec.Config.Linux = &runtime.LinuxContainerConfig{Resources: res, SecurityContext: rec.Config.GetLinux().GetSecurityContext()}
-	cfgAny, err := typeurl.MarshalAny(rec.Config)
+	// A copy: rec.Config may be the one kept in memory (objMeta), which is never changed in place.
+	cfg := proto.Clone(rec.Config).(*runtime.ContainerConfig)
+	cfg.Linux = &runtime.LinuxContainerConfig{Resources: res, SecurityContext: rec.Config.GetLinux().GetSecurityContext()}
+	cfgAny, err := typeurl.MarshalAny(cfg)
 	if err == nil {
-		_ = ctr.Update(cctx, containerd.UpdateContainerOpts(func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+		if ctr.Update(cctx, containerd.UpdateContainerOpts(func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
 			c.Extensions[extContainerCfg] = cfgAny
 			return nil
-		}))
+		})) == nil {
+			s.noteConfig(rec.ID, cfg)
+		}
 	}
 	if rec.State == runtime.ContainerState_CONTAINER_RUNNING {
 		task, err := ctr.Task(cctx, nil)

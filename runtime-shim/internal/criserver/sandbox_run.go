@@ -107,6 +107,8 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(err, "sandbox spec")
 	}
 	specOpts = append(specOpts, userns.specOpts(0)...)
+	// The Pod's shim group, which its containers join (see CreateContainer).
+	specOpts = append(specOpts, oci.WithAnnotations(map[string]string{annSandboxID: id}))
 	if u := cfg.GetLinux().GetSecurityContext().GetRunAsUser(); u != nil {
 		gid := uint32(0)
 		if g := cfg.GetLinux().GetSecurityContext().GetRunAsGroup(); g != nil {
@@ -119,6 +121,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(err, "encode sandbox config")
 	}
 	labels := map[string]string{labelKind: kindSandbox, labelName: name, labelCreated: nowNanos(), labelNetNS: nsPath, labelState: "notready"}
+	var rec containers.Container
 	ctr, err := s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
@@ -127,11 +130,12 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithContainerLabels(labels),
 		containerd.WithContainerExtension(extSandboxCfg, ext),
+		captureMeta(&rec),
 	)
 	if err != nil {
 		return nil, toStatus(err, "create pause container")
 	}
-	s.indexSandbox(id)
+	s.rememberSandbox(rec)
 	undo = append(undo, func() {
 		s.unindexSandbox(id)
 		_ = ctr.Delete(context.WithoutCancel(cctx), containerd.WithSnapshotCleanup)
@@ -163,9 +167,11 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	if err := task.Start(cctx); err != nil {
 		return nil, toStatus(err, "start pause task")
 	}
-	if _, err := ctr.SetLabels(cctx, map[string]string{labelState: "ready", labelIPs: strings.Join(ips, ",")}); err != nil {
+	ready := map[string]string{labelState: "ready", labelIPs: strings.Join(ips, ",")}
+	if _, err := ctr.SetLabels(cctx, ready); err != nil {
 		return nil, toStatus(err, "record sandbox state")
 	}
+	s.noteLabels(id, ready)
 	s.emit(ctx, id, id, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	s.log.Info("sandbox ready", zap.String("id", id), zap.String("name", name), zap.Strings("ips", ips))
 	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil

@@ -64,8 +64,10 @@ func (s *Service) stopSandbox(ctx context.Context, sb *sandboxRec) error {
 			return toStatus(err, "remove netns")
 		}
 	}
-	if _, err := ctr.SetLabels(cctx, map[string]string{labelState: "stopped"}); err != nil {
+	stopped := map[string]string{labelState: "stopped"}
+	if _, err := ctr.SetLabels(cctx, stopped); err != nil {
 		return toStatus(err, "record sandbox state")
 	}
+	s.noteLabels(sb.ID, stopped)
 	return nil
 }

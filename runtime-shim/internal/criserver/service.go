@@ -49,6 +49,9 @@ const (
 	labelUser       = "io.nodesuite.cri.user"  // "uid:gid:g1,g2": the process identity, for ContainerStatus.user
 	extSandboxCfg   = "io.nodesuite.cri.sandbox-config"
 	extContainerCfg = "io.nodesuite.cri.container-config"
+	// annSandboxID groups a Pod's tasks into one runc shim process (the
+	// runc shim's manager reads it, as for containerd's CRI).
+	annSandboxID = "io.kubernetes.cri.sandbox-id"
 
 	kindSandbox   = "sandbox"
 	kindContainer = "container"
@@ -90,8 +93,8 @@ type Service struct {
 	mu     sync.Mutex
 	names  map[string]string // reserved name -> id, so concurrent creates cannot collide
 	ios    map[string]*containerIO
-	ctrs   map[string]struct{}  // container IDs: rebuilt by Recover, kept by create/remove
-	sbs    map[string]struct{}  // sandbox IDs, likewise
+	ctrs   map[string]*objMeta  // containers: rebuilt by Recover, kept by create/label writes/remove
+	sbs    map[string]*objMeta  // sandboxes, likewise
 	live   map[string]*liveTask // tasks our monitors wait on (live.go)
 	opLk   keyedMutex
 	oom    int64
@@ -102,7 +105,7 @@ type Service struct {
 // New builds a Service; Recover must run before serving.
 func New(cfg config.Config, client *containerd.Client, net Network, host Host, log *zap.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, client: client, net: net, host: host, log: log,
-		names: map[string]string{}, ios: map[string]*containerIO{}, ctrs: map[string]struct{}{}, sbs: map[string]struct{}{}, live: map[string]*liveTask{}}
+		names: map[string]string{}, ios: map[string]*containerIO{}, ctrs: map[string]*objMeta{}, sbs: map[string]*objMeta{}, live: map[string]*liveTask{}}
 	oom, err := host.OOMScoreAdjMin()
 	if err != nil {
 		return nil, fmt.Errorf("reading own oom_score_adj: %w", err)

@@ -73,16 +73,20 @@ func sandboxFrom(c containers.Container, t *tasktypes.Process) (*sandboxRec, err
 	if err := decodeExt(c, extSandboxCfg, cfg); err != nil {
 		return nil, err
 	}
-	r := &sandboxRec{ID: c.ID, Config: cfg, Labels: c.Labels, Created: parseNanos(c.Labels[labelCreated]),
-		NetNS: c.Labels[labelNetNS], State: runtime.PodSandboxState_SANDBOX_NOTREADY}
-	if ips := c.Labels[labelIPs]; ips != "" {
+	return sandboxRecOf(c.ID, c.Labels, cfg, t), nil
+}
+
+func sandboxRecOf(id string, labels map[string]string, cfg *runtime.PodSandboxConfig, t *tasktypes.Process) *sandboxRec {
+	r := &sandboxRec{ID: id, Config: cfg, Labels: labels, Created: parseNanos(labels[labelCreated]),
+		NetNS: labels[labelNetNS], State: runtime.PodSandboxState_SANDBOX_NOTREADY}
+	if ips := labels[labelIPs]; ips != "" {
 		r.IPs = strings.Split(ips, ",")
 	}
-	if t != nil && t.Status == tasktypes.Status_RUNNING && c.Labels[labelState] == "ready" {
+	if t != nil && t.Status == tasktypes.Status_RUNNING && labels[labelState] == "ready" {
 		r.State = runtime.PodSandboxState_SANDBOX_READY
 		r.PID = t.Pid
 	}
-	return r, nil
+	return r
 }
 
 func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec, error) {
@@ -90,8 +94,11 @@ func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec,
 	if err := decodeExt(c, extContainerCfg, cfg); err != nil {
 		return nil, err
 	}
-	l := c.Labels
-	r := &containerRec{ID: c.ID, SandboxID: l[labelSandboxID], Config: cfg, Labels: l,
+	return containerRecOf(c.ID, c.Labels, cfg, t), nil
+}
+
+func containerRecOf(id string, l map[string]string, cfg *runtime.ContainerConfig, t *tasktypes.Process) *containerRec {
+	r := &containerRec{ID: id, SandboxID: l[labelSandboxID], Config: cfg, Labels: l,
 		Image: l[labelImageName], ImageRef: l[labelImageRef], LogPath: l[labelLogPath],
 		Created: parseNanos(l[labelCreated]), Started: parseNanos(l[labelStarted]), Finished: parseNanos(l[labelFinished]),
 		Reason: l[labelReason], State: runtime.ContainerState_CONTAINER_CREATED}
@@ -125,11 +132,22 @@ func containerFrom(c containers.Container, t *tasktypes.Process) (*containerRec,
 			r.Reason = "Error"
 		}
 	}
-	return r, nil
+	return r
 }
 
 func (s *Service) listSandboxes(ctx context.Context) ([]*sandboxRec, error) {
 	ts := s.liveSnapshot() // before the labels, as for containers (taskThenLabels)
+	if ms, ok := s.metas(s.sbs); ok {
+		out := make([]*sandboxRec, 0, len(ms))
+		for id, m := range ms {
+			t, known := ts[id]
+			if !known && m.labels[labelState] == "ready" {
+				t = s.taskOf(ctx, id) // ready but not watched: ask containerd
+			}
+			out = append(out, sandboxRecOf(id, m.labels, m.sb, t))
+		}
+		return out, nil
+	}
 	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindSandbox))
 	if err != nil {
 		return nil, err
@@ -166,6 +184,18 @@ func startedUnseen(c containers.Container, t *tasktypes.Process) bool {
 
 func (s *Service) listContainers(ctx context.Context) ([]*containerRec, error) {
 	ts := s.liveSnapshot() // before the labels: see taskThenLabels
+	if ms, ok := s.metas(s.ctrs); ok {
+		out := make([]*containerRec, 0, len(ms))
+		for id, m := range ms {
+			live, known := ts[id]
+			t, err := s.containerTask(ctx, id, live, known, m.labels)
+			if err != nil {
+				t = nil // as taskOf: judged by the labels alone
+			}
+			out = append(out, containerRecOf(id, m.labels, m.ctr, t))
+		}
+		return out, nil
+	}
 	cs, err := s.client.ContainerService().List(s.ctx(ctx), kindFilter(kindContainer))
 	if err != nil {
 		return nil, err
@@ -212,6 +242,13 @@ func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error
 	if err != nil {
 		return nil, err
 	}
+	live, known := s.liveOf(full) // before the labels: see taskThenLabels
+	if m := s.metaOf(s.sbs, full); m != nil {
+		if !known && m.labels[labelState] == "ready" {
+			live = s.taskOf(ctx, full) // nil when its shim is unreachable: not ready
+		}
+		return sandboxRecOf(full, m.labels, m.sb, live), nil
+	}
 	t, taskErr := s.taskState(ctx, full) // the task first: see taskThenLabels
 	c, err := s.client.ContainerService().Get(s.ctx(ctx), full)
 	if errdefs.IsNotFound(err) {
@@ -239,6 +276,22 @@ func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error
 // label and only their tasks are read, so the cost does not grow with the
 // rest of the node.
 func (s *Service) listContainersOf(ctx context.Context, sandboxID string) ([]*containerRec, error) {
+	if ms, ok := s.metas(s.ctrs); ok {
+		var out []*containerRec
+		for id, m := range ms {
+			if m.labels[labelSandboxID] != sandboxID {
+				continue
+			}
+			rec, err := s.loadContainer(ctx, id)
+			if errdefs.IsNotFound(err) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		}
+		return out, nil
+	}
 	cs, err := s.client.ContainerService().List(s.ctx(ctx),
 		kindFilter(kindContainer)+","+fmt.Sprintf(`labels.%q==%s`, labelSandboxID, sandboxID))
 	if err != nil {
@@ -257,9 +310,10 @@ func (s *Service) listContainersOf(ctx context.Context, sandboxID string) ([]*co
 	return out, nil
 }
 
+// indexSandbox indexes a sandbox not kept in memory (see objMeta).
 func (s *Service) indexSandbox(id string) {
 	s.mu.Lock()
-	s.sbs[id] = struct{}{}
+	s.sbs[id] = nil
 	s.mu.Unlock()
 }
 
@@ -279,9 +333,10 @@ func (s *Service) sandboxIDs() []string {
 	return ids
 }
 
+// indexContainer indexes a container not kept in memory (see objMeta).
 func (s *Service) indexContainer(id string) {
 	s.mu.Lock()
-	s.ctrs[id] = struct{}{}
+	s.ctrs[id] = nil
 	s.mu.Unlock()
 }
 
@@ -319,6 +374,20 @@ func (s *Service) getContainer(ctx context.Context, id string) (*containerRec, e
 
 // loadContainer reads one container and its task state.
 func (s *Service) loadContainer(ctx context.Context, id string) (*containerRec, error) {
+	live, known := s.liveOf(id) // before the labels: see taskThenLabels
+	if m := s.metaOf(s.ctrs, id); m != nil {
+		t, err := s.containerTask(ctx, id, live, known, m.labels)
+		if err != nil {
+			return nil, toStatus(err, "task state")
+		}
+		if t == nil && startedUnseen(containers.Container{Labels: m.labels}, nil) {
+			// started, no exit recorded, no task: read again as below
+			if t, err = s.taskState(ctx, id); err != nil {
+				return nil, toStatus(err, "task state")
+			}
+		}
+		return containerRecOf(id, m.labels, m.ctr, t), nil
+	}
 	// The task before the labels: see taskThenLabels.
 	t, taskErr := s.taskState(ctx, id)
 	c, err := s.client.ContainerService().Get(s.ctx(ctx), id)
@@ -365,10 +434,14 @@ func (s *Service) taskState(ctx context.Context, id string) (*tasktypes.Process,
 
 // setLabels merges labels into a containerd container's labels.
 func (s *Service) setLabels(ctx context.Context, id string, kv map[string]string) error {
-	c, err := s.client.LoadContainer(s.ctx(ctx), id)
-	if err != nil {
+	// One update of just these labels, as the client's SetLabels does, without loading the record first.
+	paths := make([]string, 0, len(kv))
+	for k := range kv {
+		paths = append(paths, "labels."+k)
+	}
+	if _, err := s.client.ContainerService().Update(s.ctx(ctx), containers.Container{ID: id, Labels: kv}, paths...); err != nil {
 		return err
 	}
-	_, err = c.SetLabels(s.ctx(ctx), kv)
-	return err
+	s.noteLabels(id, kv)
+	return nil
 }

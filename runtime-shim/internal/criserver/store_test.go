@@ -29,6 +29,7 @@ type fakeContainers struct {
 	mu    sync.Mutex
 	m     map[string]*containersapi.Container
 	lists int
+	gets  int
 	after *afterRead
 }
 
@@ -49,6 +50,7 @@ func (f *fakeContainers) Get(_ context.Context, r *containersapi.GetContainerReq
 	defer f.after.fire()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.gets++
 	c, ok := f.m[r.ID]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "container %q: not found", r.ID)
@@ -177,7 +179,7 @@ func TestGetContainerUsesIndex(t *testing.T) {
 	}
 	tasks.m = live
 	tasks.broken[dying] = true
-	ctrs.lists, tasks.lists = 0, 0
+	ctrs.lists, tasks.lists, ctrs.gets = 0, 0, 0
 
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -206,13 +208,14 @@ func TestGetContainerUsesIndex(t *testing.T) {
 	if ctrs.lists != 0 || tasks.lists != 0 {
 		t.Errorf("lookups listed containers %d times and tasks %d times; want per-ID reads only", ctrs.lists, tasks.lists)
 	}
+	if ctrs.gets != 0 {
+		t.Errorf("lookups read %d containerd container records; want 0 (kept in memory since Recover)", ctrs.gets)
+	}
 
-	// A container deleted behind our back is NotFound and leaves the index.
-	ctrs.mu.Lock()
-	delete(ctrs.m, exited)
-	ctrs.mu.Unlock()
+	// A container that left the index (RemoveContainer) is NotFound.
+	s.unindexContainer(exited)
 	if _, err := s.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: "ee"}); status.Code(err) != codes.NotFound {
-		t.Errorf("deleted container: %v, want NotFound", err)
+		t.Errorf("removed container: %v, want NotFound", err)
 	}
 	if got := len(s.containerIDs()); got != n+1 {
 		t.Errorf("index holds %d IDs, want %d", got, n+1)
@@ -309,6 +312,13 @@ func TestListUsesMonitors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Recover with no tasks, so it only rebuilds the index.
+	withTasks := tasks.m
+	tasks.m = map[string]*tasktypes.Process{}
+	if err := s.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tasks.m, tasks.lists, ctrs.lists = withTasks, 0, 0
 	s.setLive(running, 7)
 	s.setLive(exited, 8)
 	s.liveExited(exited, 3, time.Unix(5, 0))
@@ -328,5 +338,8 @@ func TestListUsesMonitors(t *testing.T) {
 	}
 	if tasks.lists != 0 {
 		t.Errorf("ListContainers listed every task %d times, want 0", tasks.lists)
+	}
+	if ctrs.lists != 0 {
+		t.Errorf("ListContainers listed containerd's containers %d times, want 0 (kept in memory)", ctrs.lists)
 	}
 }
