@@ -175,13 +175,28 @@ var digits = regexp.MustCompile(`\b[0-9]+(\.[0-9]+)?(ms|µs|s|m)?\b`)
 // server adds to every Pod, named with a random suffix.
 var apiAccessVolume = regexp.MustCompile(`^kube-api-access-[a-z0-9]+$`)
 
+// tokenBindRace is the API server's NodeRestriction answer to a token
+// request for a Pod whose binding its cache has not seen yet: either
+// kubelet may hit it right after a Pod is bound and retries, so whether the
+// Event appears depends on timing, not on the kubelet.
+var tokenBindRace = regexp.MustCompile(`failed to fetch token: .*node requested token bound to a pod scheduled on a different node`)
+
+// transient says whether an Event only records the timing of a retried
+// API call (see tokenBindRace) and so says nothing about the kubelet.
+func transient(e v1.Event) bool {
+	return e.Reason == "FailedMount" && tokenBindRace.MatchString(e.Message)
+}
+
 // NormalizeEvents turns a namespace's Events into a sorted, deduplicated
-// list of keys (repeats, counts and times dropped).
+// list of keys (repeats, counts and times dropped, transient ones left out).
 func NormalizeEvents(evs []v1.Event, n Names) []EventKey {
 	r := n.replacer()
 	seen := map[EventKey]bool{}
 	var out []EventKey
 	for _, e := range evs {
+		if transient(e) {
+			continue
+		}
 		obj := e.InvolvedObject.Name
 		if e.InvolvedObject.FieldPath != "" {
 			obj += "/" + e.InvolvedObject.FieldPath

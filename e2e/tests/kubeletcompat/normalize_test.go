@@ -80,6 +80,7 @@ func TestNormalizeEvents(t *testing.T) {
 		ev("p", "Pulled", "Successfully pulled image \"x\" in 1.2s (1.5s including waiting). Image size: 1234 bytes."),
 		ev("p", "Started", "Started container c"),
 		ev("p", "Pulled", "Successfully pulled image \"x\" in 300ms (300ms including waiting). Image size: 1234 bytes."),
+		ev("p", "FailedMount", `MountVolume.SetUp failed for volume "kube-api-access-vggcd" : failed to fetch token: serviceaccounts "default" is forbidden: node requested token bound to a pod scheduled on a different node`),
 	}
 	want := []EventKey{
 		{Object: "p/spec.containers{c}", Source: "kubelet", Type: "Normal", Reason: "Pulled", Message: "Successfully pulled image \"x\" in N (N including waiting). Image size: N bytes."},
