@@ -14,7 +14,7 @@ test-kubelet-integration:
 test-e2e-kubelet: build
 	@$(MAKE) --no-print-directory test-e2e-local E2E_KUBELET=ours E2E_RUNTIME=containerd E2E_PROXY=upstream
 
-TEST_TARGETS += test-kubelet-integration
+TEST_TARGETS += test-kubelet-integration test-e2e-kubelet
 
 # --- engineer #2 ---
 # Ours against the upstream kubelet on a local cluster (needs root, the

@@ -25,3 +25,10 @@ bench-runtime-shim: artifacts-cli runtime-shim-bin
 	@runtime-shim/test/bench.sh $(ARTIFACTS_CLI) $(BIN)/runtime-shim $(BIN)/cribench $(RTSHIM_BENCH_FLAGS)
 
 BENCH_TARGETS += bench-runtime-shim
+
+## test-e2e-runtime: the e2e suite on a local cluster whose runtime is our
+## runtime-shim beside the upstream kubelet and kube-proxy (issue 4's combination)
+.PHONY: test-e2e-runtime
+test-e2e-runtime: build
+	@$(MAKE) --no-print-directory test-e2e-local E2E_KUBELET=upstream E2E_RUNTIME=ours E2E_PROXY=upstream
+TEST_TARGETS += test-e2e-runtime
