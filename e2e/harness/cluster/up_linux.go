@@ -313,21 +313,8 @@ var clusterPorts = []int{EtcdPort, EtcdPeer, EtcdMetrics, APIPort, 10257, 10259,
 // WaitPortsFree waits until every cluster port can be bound: a process
 // stopped a moment ago may still hold its listener.
 func WaitPortsFree(ctx context.Context, timeout time.Duration) error {
-	var busy []int
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		busy = busy[:0]
-		for _, p := range clusterPorts {
-			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-			if err != nil {
-				busy = append(busy, p)
-				continue
-			}
-			ln.Close()
-		}
-		return len(busy) == 0, nil
-	})
-	if err != nil {
-		return fmt.Errorf("ports still in use %v (another cluster or program? see ss -ltnp): %w", busy, err)
+	if err := waitPortsFree(ctx, clusterPorts, timeout); err != nil {
+		return fmt.Errorf("%w (another cluster or program? see ss -ltnp)", err)
 	}
 	return nil
 }
