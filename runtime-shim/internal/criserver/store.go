@@ -311,46 +311,33 @@ func (s *Service) listContainersOf(ctx context.Context, sandboxID string) ([]*co
 }
 
 // indexSandbox indexes a sandbox not kept in memory (see objMeta).
-func (s *Service) indexSandbox(id string) {
-	s.mu.Lock()
-	s.sbs[id] = nil
-	s.mu.Unlock()
-}
-
-func (s *Service) unindexSandbox(id string) {
-	s.mu.Lock()
-	delete(s.sbs, id)
-	s.mu.Unlock()
-}
-
-func (s *Service) sandboxIDs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.sbs))
-	for id := range s.sbs {
-		ids = append(ids, id)
-	}
-	return ids
-}
+func (s *Service) indexSandbox(id string)   { s.setIndexed(s.sbs, id) }
+func (s *Service) unindexSandbox(id string) { s.dropIndexed(s.sbs, id) }
+func (s *Service) sandboxIDs() []string     { return s.indexedIDs(s.sbs) }
 
 // indexContainer indexes a container not kept in memory (see objMeta).
-func (s *Service) indexContainer(id string) {
+func (s *Service) indexContainer(id string)   { s.setIndexed(s.ctrs, id) }
+func (s *Service) unindexContainer(id string) { s.dropIndexed(s.ctrs, id) }
+func (s *Service) containerIDs() []string     { return s.indexedIDs(s.ctrs) }
+
+// setIndexed, dropIndexed and indexedIDs work on either index under s.mu.
+func (s *Service) setIndexed(m map[string]*objMeta, id string) {
 	s.mu.Lock()
-	s.ctrs[id] = nil
+	m[id] = nil
 	s.mu.Unlock()
 }
 
-func (s *Service) unindexContainer(id string) {
+func (s *Service) dropIndexed(m map[string]*objMeta, id string) {
 	s.mu.Lock()
-	delete(s.ctrs, id)
+	delete(m, id)
 	s.mu.Unlock()
 }
 
-func (s *Service) containerIDs() []string {
+func (s *Service) indexedIDs(m map[string]*objMeta) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.ctrs))
-	for id := range s.ctrs {
+	ids := make([]string, 0, len(m))
+	for id := range m {
 		ids = append(ids, id)
 	}
 	return ids
