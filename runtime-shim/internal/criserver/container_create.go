@@ -129,9 +129,9 @@ func userOpts(sc *runtime.LinuxContainerSecurityContext, imageUser string) []oci
 		opts = append(opts, oci.WithUser(sc.GetRunAsUsername()))
 	case imageUser != "":
 		opts = append(opts, oci.WithUser(imageUser))
-	default:
-		opts = append(opts, oci.WithUserID(0))
 	}
+	// Neither: the default spec's 0:0, without reading the image's
+	// /etc/passwd, as containerd's CRI does.
 	if g := sc.GetRunAsGroup(); g != nil {
 		gid := uint32(g.GetValue())
 		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {

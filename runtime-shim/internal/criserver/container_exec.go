@@ -10,8 +10,12 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -57,7 +61,12 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 	if err != nil {
 		return 0, toStatus(err, "load container")
 	}
-	spec, err := ctr.Spec(cctx)
+	// The spec from the record LoadContainer just read: one read, not two.
+	info, err := ctr.Info(cctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return 0, toStatus(err, "container record")
+	}
+	spec, err := decodeSpec(info)
 	if err != nil {
 		return 0, toStatus(err, "container spec")
 	}
@@ -90,7 +99,14 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 	}
 	procRef <- proc
 	dctx := context.WithoutCancel(cctx)
-	defer func() { _, _ = proc.Delete(dctx, containerd.WithProcessKill) }()
+	exited := false // the exit was seen: nothing left to kill
+	defer func() {
+		if exited {
+			_, _ = proc.Delete(dctx)
+		} else {
+			_, _ = proc.Delete(dctx, containerd.WithProcessKill)
+		}
+	}()
 	exitCh, err := proc.Wait(dctx)
 	if err != nil {
 		return 0, toStatus(err, "wait exec")
@@ -113,6 +129,7 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 	}
 	select {
 	case st := <-exitCh:
+		exited = st.Error() == nil
 		// Let the copiers drain the FIFOs before the caller reads buffers.
 		if pio := proc.IO(); pio != nil {
 			waitTimeout(pio.Wait, 2*time.Second)
@@ -125,11 +142,11 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 		return code, nil
 	case <-timeout:
 		_ = proc.Kill(dctx, syscall.SIGKILL)
-		<-exitCh
+		exited = (<-exitCh).Error() == nil
 		return 0, status.Errorf(codes.DeadlineExceeded, "command %q timed out after %s", o.cmd, o.timeout)
 	case <-ctx.Done():
 		_ = proc.Kill(dctx, syscall.SIGKILL)
-		<-exitCh
+		exited = (<-exitCh).Error() == nil
 		return 0, toStatus(ctx.Err(), "exec")
 	}
 }
@@ -165,4 +182,20 @@ func (e *eofReader) Read(p []byte) (int, error) {
 		go e.onEOF()
 	}
 	return n, err
+}
+
+// decodeSpec reads the OCI spec stored in a container record.
+func decodeSpec(c containers.Container) (*oci.Spec, error) {
+	if c.Spec == nil {
+		return nil, fmt.Errorf("container %s has no spec: %w", c.ID, errdefs.ErrNotFound)
+	}
+	v, err := typeurl.UnmarshalAny(c.Spec)
+	if err != nil {
+		return nil, err
+	}
+	sp, ok := v.(*specs.Spec)
+	if !ok || sp.Process == nil {
+		return nil, fmt.Errorf("container %s: spec is %T without a process: %w", c.ID, v, errdefs.ErrInvalidArgument)
+	}
+	return sp, nil
 }

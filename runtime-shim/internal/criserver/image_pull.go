@@ -68,7 +68,7 @@ func (s *Service) pull(ctx context.Context, ref string, auth *runtime.AuthConfig
 
 // ensureImage returns the image for ref, pulling it if absent (sandbox image).
 func (s *Service) ensureImage(ctx context.Context, ref string) (*criImage, error) {
-	ci, err := s.findImage(ctx, ref)
+	ci, err := s.containerImage(ctx, ref)
 	if err == nil {
 		return ci, nil
 	}
@@ -78,5 +78,5 @@ func (s *Service) ensureImage(ctx context.Context, ref string) (*criImage, error
 	if _, err := s.pull(ctx, ref, nil); err != nil {
 		return nil, err
 	}
-	return s.findImage(ctx, ref)
+	return s.containerImage(ctx, ref)
 }

@@ -56,11 +56,11 @@ func (s *Service) imageIndex(ctx context.Context) (map[string]*criImage, error) 
 func (s *Service) groupImages(ctx context.Context, recs []images.Image, sized bool) map[string]*criImage {
 	byID := map[string]*criImage{}
 	for _, r := range recs {
-		img := containerd.NewImage(s.client, r)
-		cd, err := img.Config(ctx)
+		img, err := s.image(ctx, containerd.NewImage(s.client, r))
 		if err != nil {
 			continue // content gone; not a usable image
 		}
+		cd, _ := img.Config(ctx)
 		id := cd.Digest.String()
 		ci := byID[id]
 		if ci == nil {
@@ -178,7 +178,7 @@ func (s *Service) findImageByName(ctx context.Context, ref string) (_ *criImage,
 // unpacked makes sure the image has a snapshot chain (an image imported
 // rather than pulled may not).
 func (s *Service) unpacked(ctx context.Context, ci *criImage) (containerd.Image, error) {
-	img := containerd.NewImage(s.client, ci.Target)
+	img := ci.ImageConfig // ci.Target's image, config reads cached
 	ok, err := img.IsUnpacked(ctx, s.cfg.Snapshotter)
 	if err != nil {
 		return nil, err

@@ -100,6 +100,8 @@ type Service struct {
 	oom    int64
 	feat   handlerFeatures // set by Recover
 	events events
+
+	imageMetas imageMetas // image configs by target digest (imagemeta.go)
 }
 
 // New builds a Service; Recover must run before serving.
