@@ -58,12 +58,15 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 	}
 	// Known to the monitors before it runs: lists then never miss it.
 	s.setLive(rec.ID, task.Pid())
+	// Taken before Start: the exit time comes from the runc shim, and a
+	// process that exits at once must not read as finished before started.
+	started := nowNanos()
 	if err := task.Start(cctx); err != nil {
 		s.dropLive(rec.ID)
 		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
 		return nil, fail("start task", err)
 	}
-	if err := s.setLabels(cctx, rec.ID, map[string]string{labelStarted: nowNanos()}); err != nil {
+	if err := s.setLabels(cctx, rec.ID, map[string]string{labelStarted: started}); err != nil {
 		return nil, toStatus(err, "record start")
 	}
 	s.mu.Lock()
@@ -75,20 +78,17 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 	return &runtime.StartContainerResponse{}, nil
 }
 
-// monitor records the exit in labels and deletes the task, so that exit
-// state survives in containerd and the runc shim process goes away.
+// monitor waits for the task's exit and completes it (finishExit).
 func (s *Service) monitor(id string, exitCh <-chan containerd.ExitStatus, cio *containerIO) {
 	st := <-exitCh
-	s.liveExited(id, st.ExitCode(), st.ExitTime())
 	ctx := s.ctx(context.Background())
+	drain := func() {}
 	if cio != nil {
-		waitTimeout(cio.wait, 2*time.Second)
+		drain = func() { waitTimeout(cio.wait, 2*time.Second) }
 	}
-	s.recordExit(ctx, id, st.ExitCode(), st.ExitTime())
-	if c, err := s.client.LoadContainer(ctx, id); err == nil {
-		if l, err := c.Labels(ctx); err == nil {
-			s.emit(ctx, id, l[labelSandboxID], runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
-		}
+	s.finishExit(ctx, id, st.ExitCode(), st.ExitTime(), drain)
+	if m := s.metaOf(s.ctrs, id); m != nil { // else removed meanwhile
+		s.emit(ctx, id, m.labels[labelSandboxID], runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 	s.mu.Lock()
 	delete(s.ios, id)
@@ -98,6 +98,29 @@ func (s *Service) monitor(id string, exitCh <-chan containerd.ExitStatus, cio *c
 	}
 }
 
+// finishExit makes an exit visible only once it is complete, as
+// containerd's CRI does (it updates a container's status after deleting
+// its task, which waits for the IO): the log drained, so whoever sees
+// EXITED reads the whole log; the exit recorded in the labels; the task
+// deleted. Until then the container reads RUNNING. This matters to the
+// upstream kubelet: it relists a Pod right after StartContainer, and a
+// container that exits at once, seen EXITED by that relist, got its
+// previous instance removed (the kubelet keeps one dead instance per
+// name) while the Pod status published with it, kept through the whole
+// back-off, still named that instance as lastState.
+func (s *Service) finishExit(ctx context.Context, id string, code uint32, at time.Time, drain func()) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	drain()
+	s.recordExit(ctx, id, code, at)
+	s.liveExited(id, code, at)
+}
+
+// recordExit writes the exit to the labels, deletes the task (its runc
+// shim process goes away with the Pod's last task), then shows the exit
+// in the kept labels: the exit is durable before the task is gone, and
+// visible after.
 func (s *Service) recordExit(ctx context.Context, id string, code uint32, at time.Time) {
 	unlock := s.opLk.lock(id)
 	defer unlock()
@@ -113,12 +136,12 @@ func (s *Service) recordExit(ctx context.Context, id string, code uint32, at tim
 		s.log.Warn("recording exit", zap.String("id", id), zap.Error(err))
 		return
 	}
-	s.noteLabels(id, labels)
 	if t, err := ctr.Task(ctx, nil); err == nil {
 		if _, err := t.Delete(ctx); err != nil {
 			s.log.Warn("deleting exited task", zap.String("id", id), zap.Error(err))
 		}
 	}
+	s.noteLabels(id, labels)
 }
 
 func waitTimeout(f func(), d time.Duration) {

@@ -81,6 +81,18 @@ func (s *Service) stopContainer(ctx context.Context, rec *containerRec, timeout 
 // awaitRecorded waits briefly for the monitor to record the exit, so a
 // status right after Stop reports EXITED with its exit code.
 func (s *Service) awaitRecorded(ctx context.Context, id string) error {
+	s.mu.Lock()
+	_, monitored := s.ios[id]
+	s.mu.Unlock()
+	if done := s.liveDone(id); monitored && done != nil {
+		// The monitor shows the exit once it is recorded (finishExit).
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+		}
+		return nil
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		rec, err := s.getContainer(ctx, id)

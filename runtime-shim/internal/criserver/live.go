@@ -19,20 +19,33 @@ type liveTask struct {
 	exited bool
 	code   uint32
 	at     time.Time
+	done   chan struct{} // closed when the exit shows (liveExited)
 }
 
 func (s *Service) setLive(id string, pid uint32) {
 	s.mu.Lock()
-	s.live[id] = &liveTask{pid: pid}
+	s.live[id] = &liveTask{pid: pid, done: make(chan struct{})}
 	s.mu.Unlock()
 }
 
 func (s *Service) liveExited(id string, code uint32, at time.Time) {
 	s.mu.Lock()
-	if l := s.live[id]; l != nil {
+	if l := s.live[id]; l != nil && !l.exited {
 		l.exited, l.code, l.at = true, code, at
+		close(l.done)
 	}
 	s.mu.Unlock()
+}
+
+// liveDone is closed once the monitors show id's exit; nil when they do
+// not watch id.
+func (s *Service) liveDone(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.live[id]; l != nil {
+		return l.done
+	}
+	return nil
 }
 
 func (s *Service) dropLive(id string) {
