@@ -8,7 +8,7 @@
 
 RTSHIM_FUZZTIME ?= 20s
 
-RTSHIM_BENCH_FLAGS ?= --rounds 20 --background 10
+RTSHIM_BENCH_FLAGS ?= --rounds 40 --background 10
 
 .PHONY: runtime-shim-fuzz runtime-shim-integration bench-runtime-shim
 
@@ -28,10 +28,8 @@ BENCH_TARGETS += bench-runtime-shim
 
 ## test-e2e-runtime: the e2e suite on a local cluster whose runtime is our
 ## runtime-shim beside the upstream kubelet and kube-proxy (issue 4's combination).
-## Not in CI yet: after the one-runc-shim-per-Pod change it failed once on
-## the restartPolicy Always "previous logs" check (the upstream kubelet's
-## status kept a removed container as lastState through a 40 s back-off);
-## CI runs our runtime-shim under our kubelet (test-e2e-ours) instead.
 .PHONY: test-e2e-runtime
 test-e2e-runtime: build
 	@$(MAKE) --no-print-directory test-e2e-local E2E_KUBELET=upstream E2E_RUNTIME=ours E2E_PROXY=upstream
+
+TEST_TARGETS += test-e2e-runtime

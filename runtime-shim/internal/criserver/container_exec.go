@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -57,67 +56,45 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 		return 0, status.Errorf(codes.FailedPrecondition, "container %s is not running", rec.ID)
 	}
 	cctx := s.ctx(ctx)
-	ctr, err := s.client.LoadContainer(cctx, rec.ID)
-	if err != nil {
-		return 0, toStatus(err, "load container")
-	}
-	// The spec from the record LoadContainer just read: one read, not two.
-	info, err := ctr.Info(cctx, containerd.WithoutRefreshedMetadata)
-	if err != nil {
-		return 0, toStatus(err, "container record")
-	}
-	spec, err := decodeSpec(info)
+	spec, err := s.processSpec(cctx, rec.ID)
 	if err != nil {
 		return 0, toStatus(err, "container spec")
 	}
-	task, err := ctr.Task(cctx, nil)
-	if err != nil {
-		return 0, toStatus(err, "load task")
-	}
-	pspec := *spec.Process
+	pspec := *spec
 	pspec.Args = o.cmd
 	pspec.Terminal = o.tty
 	execID := newID()[:32]
 	var stdin io.Reader
-	var procRef = make(chan containerd.Process, 1)
+	var procRef = make(chan *execProc, 1)
 	if o.stdin != nil {
 		// On EOF tell the shim to close the process's stdin (it keeps its
 		// own write end of the FIFO, so closing ours is not enough).
 		stdin = &eofReader{r: o.stdin, onEOF: func() {
 			p := <-procRef
 			procRef <- p
-			_ = p.CloseIO(context.WithoutCancel(cctx), containerd.WithStdinCloser)
+			_ = p.closeStdin(context.WithoutCancel(cctx))
 		}}
 	}
 	opts := []cio.Opt{cio.WithStreams(stdin, o.stdout, o.stderr), cio.WithFIFODir(s.fifoDir())}
 	if o.tty {
 		opts = append(opts, cio.WithTerminal)
 	}
-	proc, err := task.Exec(cctx, execID, &pspec, cio.NewCreator(opts...))
+	proc, err := s.newExec(cctx, rec.ID, execID, &pspec, cio.NewCreator(opts...))
 	if err != nil {
 		return 0, toStatus(err, "exec")
 	}
 	procRef <- proc
 	dctx := context.WithoutCancel(cctx)
 	exited := false // the exit was seen: nothing left to kill
-	defer func() {
-		if exited {
-			_, _ = proc.Delete(dctx)
-		} else {
-			_, _ = proc.Delete(dctx, containerd.WithProcessKill)
-		}
-	}()
-	exitCh, err := proc.Wait(dctx)
-	if err != nil {
-		return 0, toStatus(err, "wait exec")
-	}
-	if err := proc.Start(cctx); err != nil {
+	defer func() { _ = proc.delete(dctx, exited) }()
+	exitCh := proc.wait(dctx)
+	if err := proc.start(cctx); err != nil {
 		return 0, toStatus(err, "start exec")
 	}
 	if o.resize != nil {
 		go func() {
 			for sz := range o.resize {
-				_ = proc.Resize(dctx, uint32(sz.Width), uint32(sz.Height))
+				_ = proc.resize(dctx, uint32(sz.Width), uint32(sz.Height))
 			}
 		}()
 	}
@@ -131,21 +108,18 @@ func (s *Service) execInContainer(ctx context.Context, id string, o execOptions)
 	case st := <-exitCh:
 		exited = st.Error() == nil
 		// Let the copiers drain the FIFOs before the caller reads buffers.
-		if pio := proc.IO(); pio != nil {
-			waitTimeout(pio.Wait, 2*time.Second)
-			pio.Close()
-		}
+		waitTimeout(proc.io.Wait, 2*time.Second)
 		code, _, err := st.Result()
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return 0, toStatus(err, "exec result")
 		}
 		return code, nil
 	case <-timeout:
-		_ = proc.Kill(dctx, syscall.SIGKILL)
+		_ = proc.kill(dctx, syscall.SIGKILL)
 		exited = (<-exitCh).Error() == nil
 		return 0, status.Errorf(codes.DeadlineExceeded, "command %q timed out after %s", o.cmd, o.timeout)
 	case <-ctx.Done():
-		_ = proc.Kill(dctx, syscall.SIGKILL)
+		_ = proc.kill(dctx, syscall.SIGKILL)
 		exited = (<-exitCh).Error() == nil
 		return 0, toStatus(ctx.Err(), "exec")
 	}

@@ -121,6 +121,23 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(err, "encode sandbox config")
 	}
 	labels := map[string]string{labelKind: kindSandbox, labelName: name, labelCreated: nowNanos(), labelNetNS: nsPath, labelState: "notready"}
+	// The Pod network and the pause container only meet when the task
+	// starts: set both up at once (CNI is mostly waiting on its plugins).
+	var (
+		ips     []string
+		netErr  error
+		netDone = make(chan struct{})
+		pod     = network.Pod{ID: id, NetNS: nsPath, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
+			UID: cfg.GetMetadata().GetUid(), PortMappings: cfg.GetPortMappings()}
+	)
+	if hostNet {
+		close(netDone)
+	} else {
+		go func() {
+			defer close(netDone)
+			ips, netErr = s.net.Setup(ctx, pod)
+		}()
+	}
 	var rec containers.Container
 	ctr, err := s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
@@ -132,6 +149,10 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		containerd.WithContainerExtension(extSandboxCfg, ext),
 		captureMeta(&rec),
 	)
+	<-netDone
+	if !hostNet && netErr == nil {
+		undo = append(undo, func() { _ = s.net.Teardown(context.WithoutCancel(ctx), pod) })
+	}
 	if err != nil {
 		return nil, toStatus(err, "create pause container")
 	}
@@ -140,15 +161,8 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		s.unindexSandbox(id)
 		_ = ctr.Delete(context.WithoutCancel(cctx), containerd.WithSnapshotCleanup)
 	})
-
-	var ips []string
-	if !hostNet {
-		pod := network.Pod{ID: id, NetNS: nsPath, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
-			UID: cfg.GetMetadata().GetUid(), PortMappings: cfg.GetPortMappings()}
-		if ips, err = s.net.Setup(ctx, pod); err != nil {
-			return nil, toStatus(err, "pod network")
-		}
-		undo = append(undo, func() { _ = s.net.Teardown(context.WithoutCancel(ctx), pod) })
+	if netErr != nil {
+		return nil, toStatus(netErr, "pod network")
 	}
 
 	task, err := ctr.NewTask(cctx, cio.NullIO)

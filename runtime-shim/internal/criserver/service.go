@@ -19,6 +19,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -101,7 +102,8 @@ type Service struct {
 	feat   handlerFeatures // set by Recover
 	events events
 
-	imageMetas imageMetas // image configs by target digest (imagemeta.go)
+	imageMetas imageMetas                // image configs by target digest (imagemeta.go)
+	procs      map[string]*specs.Process // containers' process specs, for exec (execproc.go)
 }
 
 // New builds a Service; Recover must run before serving.

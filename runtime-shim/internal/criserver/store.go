@@ -316,9 +316,14 @@ func (s *Service) unindexSandbox(id string) { s.dropIndexed(s.sbs, id) }
 func (s *Service) sandboxIDs() []string     { return s.indexedIDs(s.sbs) }
 
 // indexContainer indexes a container not kept in memory (see objMeta).
-func (s *Service) indexContainer(id string)   { s.setIndexed(s.ctrs, id) }
-func (s *Service) unindexContainer(id string) { s.dropIndexed(s.ctrs, id) }
-func (s *Service) containerIDs() []string     { return s.indexedIDs(s.ctrs) }
+func (s *Service) indexContainer(id string) { s.setIndexed(s.ctrs, id) }
+func (s *Service) unindexContainer(id string) {
+	s.dropIndexed(s.ctrs, id)
+	s.mu.Lock()
+	delete(s.procs, id)
+	s.mu.Unlock()
+}
+func (s *Service) containerIDs() []string { return s.indexedIDs(s.ctrs) }
 
 // setIndexed, dropIndexed and indexedIDs work on either index under s.mu.
 func (s *Service) setIndexed(m map[string]*objMeta, id string) {
