@@ -61,12 +61,17 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 	// Taken before Start: the exit time comes from the runc shim, and a
 	// process that exits at once must not read as finished before started.
 	started := nowNanos()
+	// Recorded while runc starts it (two waits that overlap); a failed
+	// start overwrites it below.
+	recorded := make(chan error, 1)
+	go func() { recorded <- s.setLabels(cctx, rec.ID, map[string]string{labelStarted: started}) }()
 	if err := task.Start(cctx); err != nil {
+		<-recorded
 		s.dropLive(rec.ID)
 		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
 		return nil, fail("start task", err)
 	}
-	if err := s.setLabels(cctx, rec.ID, map[string]string{labelStarted: started}); err != nil {
+	if err := <-recorded; err != nil {
 		return nil, toStatus(err, "record start")
 	}
 	s.mu.Lock()

@@ -178,11 +178,20 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(err, "wait pause task")
 	}
 	s.watchPause(id, task.Pid(), pauseExit)
+	// Recorded while runc starts the pause (two waits that overlap); shown
+	// only once it runs. Ready also needs the task running, so a record
+	// left by a failed start is never read as ready.
+	ready := map[string]string{labelState: "ready", labelIPs: strings.Join(ips, ",")}
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := ctr.SetLabels(cctx, ready)
+		recorded <- err
+	}()
 	if err := task.Start(cctx); err != nil {
+		<-recorded
 		return nil, toStatus(err, "start pause task")
 	}
-	ready := map[string]string{labelState: "ready", labelIPs: strings.Join(ips, ",")}
-	if _, err := ctr.SetLabels(cctx, ready); err != nil {
+	if err := <-recorded; err != nil {
 		return nil, toStatus(err, "record sandbox state")
 	}
 	s.noteLabels(id, ready)
