@@ -11,6 +11,7 @@ work=$(mktemp -d /tmp/proxy-ipvs-mutate-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 plane=$root/proxy/internal/ipvs/plane.go
 rules=$root/proxy/internal/ipvs/rules.go
+reconcile=$root/proxy/internal/ipvs/reconcile.go
 
 # name|file|original text|replacement (fixed strings; each must match once)
 mutations=(
@@ -20,6 +21,7 @@ mutations=(
   'etp-ignored|'$plane'|cl, ex := reals(st.ClusterEndpoints(k)), reals(st.ExternalEndpoints(k))|cl, ex := reals(st.ClusterEndpoints(k)), reals(st.ClusterEndpoints(k))'
   'no-affinity|'$plane'|Timeout: uint32(max(sp.StickyMaxAgeSeconds, 0))|Timeout: 0'
   'flush-on-start|'$plane'|p.vs = kernel|for k := range kernel { _ = p.os.DeleteVirtualServer(k) }; kernel = map[VSKey]VirtualServer{}; p.vs = kernel'
+  'no-reconcile|'$reconcile'|if realsMatch(d.Reals, cur, p.terminating[vk]) {|if true {'
 )
 survived=0
 for m in "${mutations[@]}"; do

@@ -50,6 +50,7 @@ type result struct {
 	Done            int       `json:"done"`
 	ChangeMs        []float64 `json:"changeMs"`
 	ChangeAckMs     []float64 `json:"changeAckMs"`
+	ChangesMissed   int       `json:"changesMissed"`
 	LastPassSeconds float64   `json:"lastPassSeconds"`
 	RSSKiB          int       `json:"rssKiB"`
 	HWMKiB          int       `json:"hwmKiB"`
@@ -293,6 +294,8 @@ func printTable(w *os.File, o options, rs map[int]map[string]result) {
 			row(fmt.Sprintf("change p99 from API write, %d Services", n), percentile(a.ChangeMs, 99), percentile(b.ChangeMs, 99), "ms")
 			row(fmt.Sprintf("change p50 from API answer, %d Services", n), percentile(a.ChangeAckMs, 50), percentile(b.ChangeAckMs, 50), "ms")
 			row(fmt.Sprintf("change p99 from API answer, %d Services", n), percentile(a.ChangeAckMs, 99), percentile(b.ChangeAckMs, 99), "ms")
+			fmt.Fprintf(w, "%-44s %14s %14s\n", fmt.Sprintf("  changes timed / missed (bound %s)", "5m"),
+				fmt.Sprintf("%d / %d", len(a.ChangeMs), a.ChangesMissed), fmt.Sprintf("%d / %d", len(b.ChangeMs), b.ChangesMissed))
 		}
 		row(fmt.Sprintf("RSS after full sync, %d Services", n), float64(a.RSSKiB)/1024, float64(b.RSSKiB)/1024, "MiB")
 		row(fmt.Sprintf("peak RSS (VmHWM), %d Services", n), float64(a.HWMKiB)/1024, float64(b.HWMKiB)/1024, "MiB")

@@ -193,6 +193,27 @@ func (w withServiceHealth) Sync(ctx context.Context, st *servicestate.State, cha
 	return err
 }
 
+// withServiceHealthReconciler is withServiceHealth for a plane that
+// reconciles in the background (IPVS): embedding the DataPlane interface
+// alone would hide Reconcile from the syncer.
+type withServiceHealthReconciler struct {
+	withServiceHealth
+	r syncer.BackgroundReconciler
+}
+
+func (w withServiceHealthReconciler) Reconcile(ctx context.Context, apply func(func(*servicestate.State) error) error) error {
+	return w.r.Reconcile(ctx, apply)
+}
+
+// withHealth wraps p in withServiceHealth, keeping its background reconcile.
+func withHealth(p servicestate.DataPlane, hs *health.ServiceServers, log *zap.Logger) servicestate.DataPlane {
+	w := withServiceHealth{DataPlane: p, hs: hs, log: log}
+	if r, ok := p.(syncer.BackgroundReconciler); ok {
+		return withServiceHealthReconciler{withServiceHealth: w, r: r}
+	}
+	return w
+}
+
 // Reap passes through to the IPVS plane's draining.
 func (w withServiceHealth) Reap() error {
 	if r, ok := w.DataPlane.(syncer.Reaper); ok {

@@ -33,7 +33,7 @@ func newDataPlane(log *zap.Logger, mode string, cfg *config.Config, families []v
 			MasqueradeAll: cfg.MasqueradeAll, StrictARP: cfg.IPVS.StrictARP, ExcludeCIDRs: cfg.IPVS.ExcludeCIDRs,
 			Timeouts: ipvs.Timeouts{TCP: cfg.IPVS.TCPTimeout, TCPFin: cfg.IPVS.TCPFinTimeout, UDP: cfg.IPVS.UDP}}, log.Named("ipvs"))
 		hs := health.NewServiceServers(log.Named("healthcheck"), "")
-		return withServiceHealth{DataPlane: p, hs: hs, log: log}, func() { hs.Close(); osi.Close() }, nil
+		return withHealth(p, hs, log), func() { hs.Close(); osi.Close() }, nil
 	case config.ModeNFTables:
 		p, err := nftables.New(log.Named("nftables"), nftables.Config{Families: families, ClusterCIDRs: prefixes(cfg.ClusterCIDRs),
 			MasqueradeAll: cfg.MasqueradeAll})
@@ -41,7 +41,7 @@ func newDataPlane(log *zap.Logger, mode string, cfg *config.Config, families []v
 			return nil, nil, fmt.Errorf("proxy-mode nftables: %w", err)
 		}
 		hs := health.NewServiceServers(log.Named("healthcheck"), "")
-		return withServiceHealth{DataPlane: p, hs: hs, log: log}, func() { hs.Close(); p.Close() }, nil
+		return withHealth(p, hs, log), func() { hs.Close(); p.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("proxy mode %q not implemented", mode)
 }

@@ -15,7 +15,12 @@ import (
 
 // IPVS generic netlink numbers (include/uapi/linux/ip_vs.h).
 const (
+	ipvsCmdNewService   = 1
 	ipvsCmdNewDest      = 5
+	ipvsSvcAttrSched    = 6
+	ipvsSvcAttrFlags    = 7
+	ipvsSvcAttrTimeout  = 8
+	ipvsSvcAttrNetmask  = 9
 	ipvsCmdAttrService  = 1
 	ipvsCmdAttrDest     = 2
 	ipvsSvcAttrAF       = 1
@@ -129,6 +134,55 @@ func (b *batcher) addDests(k VSKey, rs []RealServer) error {
 	return b.run(b.fd, reqs, func(i int, err error) error {
 		return fmt.Errorf("add real server %s to %s: %w", rs[i].AddrPort(), k, err)
 	})
+}
+
+// addServices creates virtual servers and adds their real servers, all in
+// as few sendmsg calls as batchMax allows: the kernel runs a buffer's
+// messages in order, so each service exists before its destinations come.
+func (b *batcher) addServices(vss []VirtualServer, reals [][]RealServer) error {
+	var reqs []*nl.NetlinkRequest
+	var what []string
+	var errs []error
+	// Requests are built a batch at a time: all of a first sync's at once
+	// would be most of the proxy's peak memory.
+	flush := func() {
+		w := what
+		errs = append(errs, b.run(b.fd, reqs, func(i int, err error) error { return fmt.Errorf("%s: %w", w[i], err) }))
+		reqs, what = reqs[:0], nil
+	}
+	for i, vs := range vss {
+		if len(reqs) >= batchMax {
+			flush()
+		}
+		req := nl.NewNetlinkRequest(int(b.family), unix.NLM_F_ACK)
+		req.AddData(&nl.Genlmsg{Command: ipvsCmdNewService, Version: 1})
+		a := serviceAttr(vs.VSKey)
+		a.AddRtAttr(ipvsSvcAttrSched, nl.ZeroTerminated(vs.Scheduler))
+		var flags uint32
+		if vs.Timeout > 0 {
+			flags = 0x1 // IP_VS_SVC_F_PERSISTENT
+		}
+		a.AddRtAttr(ipvsSvcAttrFlags, binary.NativeEndian.AppendUint32(binary.NativeEndian.AppendUint32(nil, flags), 0xffffffff))
+		a.AddRtAttr(ipvsSvcAttrTimeout, nl.Uint32Attr(vs.Timeout))
+		mask := uint32(0xffffffff)
+		if vs.Addr.Is6() {
+			mask = 128
+		}
+		a.AddRtAttr(ipvsSvcAttrNetmask, nl.Uint32Attr(mask))
+		req.AddData(a)
+		reqs = append(reqs, req)
+		what = append(what, "add virtual server "+vs.VSKey.String())
+		for _, r := range reals[i] {
+			req := nl.NewNetlinkRequest(int(b.family), unix.NLM_F_ACK)
+			req.AddData(&nl.Genlmsg{Command: ipvsCmdNewDest, Version: 1})
+			req.AddData(serviceAttr(vs.VSKey))
+			req.AddData(destAttr(r))
+			reqs = append(reqs, req)
+			what = append(what, fmt.Sprintf("add real server %s to %s", r.AddrPort(), vs.VSKey))
+		}
+	}
+	flush()
+	return errors.Join(errs...)
 }
 
 // addAddrs binds host addresses (/32, /128) to the interface with index

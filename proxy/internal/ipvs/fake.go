@@ -70,6 +70,18 @@ func (f *Fake) AddVirtualServer(vs VirtualServer) error {
 	return nil
 }
 
+func (f *Fake) AddVirtualServers(vss []VirtualServer, reals [][]RealServer) error {
+	var errs []error
+	for i, vs := range vss {
+		if err := f.AddVirtualServer(vs); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, f.AddRealServers(vs.VSKey, reals[i]))
+	}
+	return errors.Join(errs...)
+}
+
 func (f *Fake) UpdateVirtualServer(vs VirtualServer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -72,6 +72,9 @@ type Timeouts struct {
 type OS interface {
 	VirtualServers() ([]VirtualServer, error)
 	AddVirtualServer(VirtualServer) error
+	// AddVirtualServers creates vss[i] with real servers reals[i], in as
+	// few kernel round trips as the OS can; the error joins each failure.
+	AddVirtualServers(vss []VirtualServer, reals [][]RealServer) error
 	UpdateVirtualServer(VirtualServer) error
 	DeleteVirtualServer(VSKey) error
 	RealServers(VSKey) ([]RealServer, error)

@@ -26,8 +26,13 @@ import (
 // addresses and conntrack over netlink, ipset and iptables through their
 // restore commands (one process per change set, as kube-proxy does).
 type LinuxOS struct {
-	h     *ipvs.Handle
-	batch *batcher
+	h *ipvs.Handle
+	// readers serve VirtualServers and RealServers: a moby/ipvs Handle is
+	// not safe for concurrent use, and the background reconcile reads the
+	// table while the sync goroutine writes it (on h) and reads a changed
+	// Service's real servers; two handles, so neither waits for the other.
+	readers chan *ipvs.Handle
+	batch   *batcher
 	// links caches interfaces by name: a lookup per address change would
 	// double the netlink round trips when binding thousands of Service IPs.
 	linksMu sync.Mutex
@@ -49,7 +54,23 @@ func NewLinuxOS() (*LinuxOS, error) {
 		h.Close()
 		return nil, fmt.Errorf("open IPVS netlink: %w", err)
 	}
-	return &LinuxOS{h: h, batch: b}, nil
+	l := &LinuxOS{h: h, batch: b, readers: make(chan *ipvs.Handle, 2)}
+	for range cap(l.readers) {
+		rh, err := ipvs.New("")
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("open IPVS netlink: %w", err)
+		}
+		l.readers <- rh
+	}
+	return l, nil
+}
+
+// read runs f with a read handle to itself.
+func (l *LinuxOS) read(f func(h *ipvs.Handle) error) error {
+	h := <-l.readers
+	defer func() { l.readers <- h }()
+	return f(h)
 }
 
 // Available says whether this kernel has IPVS, for choosing the proxy mode.
@@ -67,7 +88,20 @@ func Available() bool {
 }
 
 // Close releases the netlink socket.
-func (l *LinuxOS) Close() { l.h.Close(); l.batch.close() }
+func (l *LinuxOS) Close() {
+	l.h.Close()
+	if l.batch != nil {
+		l.batch.close()
+	}
+	for {
+		select {
+		case h := <-l.readers:
+			h.Close()
+		default:
+			return
+		}
+	}
+}
 
 var protoNum = map[v1.Protocol]uint16{v1.ProtocolTCP: syscall.IPPROTO_TCP, v1.ProtocolUDP: syscall.IPPROTO_UDP, v1.ProtocolSCTP: syscall.IPPROTO_SCTP}
 
@@ -87,7 +121,8 @@ func toIPVS(vs VirtualServer) *ipvs.Service {
 func keyIPVS(k VSKey) *ipvs.Service { return toIPVS(VirtualServer{VSKey: k}) }
 
 func (l *LinuxOS) VirtualServers() ([]VirtualServer, error) {
-	ss, err := l.h.GetServices()
+	var ss []*ipvs.Service
+	err := l.read(func(h *ipvs.Handle) (err error) { ss, err = h.GetServices(); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +161,8 @@ func (l *LinuxOS) DeleteVirtualServer(k VSKey) error {
 }
 
 func (l *LinuxOS) RealServers(k VSKey) ([]RealServer, error) {
-	ds, err := l.h.GetDestinations(keyIPVS(k))
+	var ds []*ipvs.Destination
+	err := l.read(func(h *ipvs.Handle) (err error) { ds, err = h.GetDestinations(keyIPVS(k)); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +185,10 @@ func toDest(r RealServer) *ipvs.Destination {
 }
 
 func (l *LinuxOS) AddRealServers(k VSKey, rs []RealServer) error { return l.batch.addDests(k, rs) }
+
+func (l *LinuxOS) AddVirtualServers(vss []VirtualServer, reals [][]RealServer) error {
+	return l.batch.addServices(vss, reals)
+}
 
 func (l *LinuxOS) AddRealServer(k VSKey, r RealServer) error {
 	return l.h.NewDestination(keyIPVS(k), toDest(r))

@@ -63,6 +63,13 @@ type Plane struct {
 	setTypes    map[string]bool
 	// terminating real servers: weight 0, deleted when idle or at the deadline.
 	terminating map[VSKey]map[netip.AddrPort]time.Time
+	// ownerOf is owned inverted: the Service port each virtual server is for.
+	ownerOf map[VSKey]servicestate.Key
+	// written is what Sync and Reap changed since the background
+	// reconcile's last kernel read (see Reconcile); nil when none runs.
+	written *writes
+	// iptMu serializes iptables-restore runs (Sync's and Reconcile's).
+	iptMu sync.Mutex
 }
 
 var _ servicestate.DataPlane = (*Plane)(nil)
@@ -90,7 +97,7 @@ func New(osi OS, opts Options, log *zap.Logger) *Plane {
 	return &Plane{os: osi, opts: opts, log: log, owned: map[servicestate.Key][]VSKey{}, setTypes: setTypes,
 		setRef: map[string]map[string]int{}, contrib: map[servicestate.Key]contribution{},
 		addrRef: map[netip.Addr]int{}, addrContrib: map[servicestate.Key][]netip.Addr{},
-		terminating: map[VSKey]map[netip.AddrPort]time.Time{}}
+		terminating: map[VSKey]map[netip.AddrPort]time.Time{}, ownerOf: map[VSKey]servicestate.Key{}}
 }
 
 // Name implements DataPlane.
@@ -193,18 +200,21 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 	// already be masqueraded (and firewalled) as they should be.
 	errs = append(errs, p.syncIPSets(st, keys, full))
 	if full {
-		for _, f := range p.opts.Families {
-			if err := p.os.EnsureIPTables(f, jumps, iptablesRules(f, p.opts.ClusterCIDRs, p.opts.MasqueradeAll)); err != nil {
-				errs = append(errs, fmt.Errorf("iptables %s: %w", f, err))
-			}
-		}
+		errs = append(errs, p.ensureIPTables())
+		p.written.all()
 	}
+	var fresh []desiredVS
 	for _, d := range sortedDesired(want) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if _, exists := p.vs[d.VS.VSKey]; !exists {
+			fresh = append(fresh, d)
+			continue
+		}
 		errs = append(errs, p.ensureVS(d))
 	}
+	errs = append(errs, p.addFresh(fresh))
 	// Remove what changed keys no longer want.
 	stale := map[VSKey]bool{}
 	for k := range keys {
@@ -215,9 +225,15 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 		}
 		if ws := wantBy[k]; len(ws) > 0 {
 			p.owned[k] = ws
+			for _, vk := range ws {
+				p.ownerOf[vk] = k
+			}
 		} else {
 			delete(p.owned, k)
 		}
+	}
+	for vk := range want {
+		p.written.vs(vk)
 	}
 	if full {
 		// Adopted leftovers (e.g. from before a restart) on our addresses.
@@ -234,6 +250,10 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 		}
 		delete(p.vs, vk)
 		delete(p.terminating, vk)
+		if _, still := want[vk]; !still {
+			delete(p.ownerOf, vk)
+		}
+		p.written.vs(vk)
 	}
 	errs = append(errs, p.removeAddrs(touchedAddrs))
 	errs = append(errs, p.reapLocked())
@@ -443,6 +463,7 @@ func (p *Plane) syncAddrs(touched sets.Set[netip.Addr]) error {
 	for _, a := range add {
 		p.addrs[a] = true
 	}
+	p.written.addrs()
 	return nil
 }
 
@@ -458,6 +479,39 @@ func (p *Plane) removeAddrs(touched sets.Set[netip.Addr]) error {
 			continue
 		}
 		delete(p.addrs, a)
+		p.written.addrs()
+	}
+	return errors.Join(errs...)
+}
+
+// addFresh creates virtual servers with their real servers in one batch
+// (most of a first sync at thousands of Services).
+func (p *Plane) addFresh(fresh []desiredVS) error {
+	if len(fresh) == 0 {
+		return nil
+	}
+	vss := make([]VirtualServer, len(fresh))
+	reals := make([][]RealServer, len(fresh))
+	for i, d := range fresh {
+		vss[i] = d.VS
+		rs := make([]RealServer, len(d.Reals))
+		for j, ap := range d.Reals {
+			rs[j] = RealServer{Addr: ap.Addr(), Port: ap.Port(), Weight: 1}
+		}
+		reals[i] = rs
+		// Recorded even if the batch fails: a failed sync is retried as a
+		// full one, which reads the kernel's table again.
+		p.vs[d.VS.VSKey] = d.VS
+		delete(p.terminating, d.VS.VSKey)
+	}
+	errs := []error{p.os.AddVirtualServers(vss, reals)}
+	for _, d := range fresh {
+		// As syncReals: UDP entries made while the Service had no virtual
+		// server point nowhere.
+		if vk := d.VS.VSKey; vk.Protocol == v1.ProtocolUDP && len(d.Reals) > 0 {
+			errs = append(errs, p.os.DeleteConntrack(servicestate.FamilyOf(vk.Addr),
+				ConntrackFilter{Protocol: v1.ProtocolUDP, OrigDst: vk.Addr, OrigDstPort: vk.Port}))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -492,6 +546,12 @@ func (p *Plane) syncReals(d desiredVS, created bool) error {
 			return fmt.Errorf("real servers of %s: %w", vk, err)
 		}
 	}
+	return p.syncRealsFrom(d, cur)
+}
+
+// syncRealsFrom makes vk's real servers d.Reals, cur being the kernel's.
+func (p *Plane) syncRealsFrom(d desiredVS, cur []RealServer) error {
+	vk := d.VS.VSKey
 	have := make(map[netip.AddrPort]RealServer, len(cur))
 	for _, r := range cur {
 		have[r.AddrPort()] = r
@@ -604,6 +664,7 @@ func (p *Plane) reapLocked() error {
 			if r.ActiveConns+r.InactiveConns > 0 && now.Sub(since) < p.opts.GracePeriod {
 				continue
 			}
+			p.written.vs(vk)
 			if err := p.os.DeleteRealServer(vk, r); err != nil && !errors.Is(err, ErrNotFound) {
 				errs = append(errs, fmt.Errorf("delete drained real server %s of %s: %w", ap, vk, err))
 				continue
@@ -726,6 +787,12 @@ func (p *Plane) syncIPSets(st *servicestate.State, keys sets.Set[servicestate.Ke
 			p.contrib[k] = c
 		}
 	}
+	return p.applySetDiff(touched)
+}
+
+// applySetDiff writes the touched entries whose wantedness (setRef)
+// differs from the kernel's (sets).
+func (p *Plane) applySetDiff(touched map[string]sets.Set[string]) error {
 	add, del := map[string][]string{}, map[string][]string{}
 	for n, es := range touched {
 		have := p.sets[n]
@@ -755,6 +822,7 @@ func (p *Plane) syncIPSets(st *servicestate.State, keys sets.Set[servicestate.Ke
 		}
 	}
 	// One batch for every set: an ipset exec costs more than its work.
+	p.written.sets()
 	if err := p.os.UpdateIPSets(add, del); err != nil {
 		// The caches may be off now; the next full sync rereads them.
 		return fmt.Errorf("ipsets: %w", err)

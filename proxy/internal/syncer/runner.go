@@ -9,15 +9,18 @@ import (
 // least once per maxInterval; triggers that arrive while waiting coalesce.
 // It is the part of k8s.io/kubernetes/pkg/util/async's
 // BoundedFrequencyRunner this proxy needs, without importing k8s.io/kubernetes.
+// Do runs other work on the same goroutine between calls of fn, without
+// counting as one.
 type Runner struct {
 	fn       func()
 	min, max time.Duration
 	trigger  chan struct{}
+	work     chan func()
 }
 
 // NewRunner builds a runner; Run starts it.
 func NewRunner(fn func(), minInterval, maxInterval time.Duration) *Runner {
-	return &Runner{fn: fn, min: minInterval, max: maxInterval, trigger: make(chan struct{}, 1)}
+	return &Runner{fn: fn, min: minInterval, max: maxInterval, trigger: make(chan struct{}, 1), work: make(chan func())}
 }
 
 // Trigger asks for a run soon; it never blocks.
@@ -28,23 +31,53 @@ func (r *Runner) Trigger() {
 	}
 }
 
+// Do hands f to Run's goroutine, which runs it before its next call of fn
+// (or while waiting out minInterval). It returns false if ctx ended first.
+func (r *Runner) Do(ctx context.Context, f func()) bool {
+	select {
+	case r.work <- f:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Run calls fn until ctx ends: once at start, then on triggers and timeouts.
 func (r *Runner) Run(ctx context.Context) {
 	last := time.Time{}
 	periodic := time.NewTimer(0)
 	defer periodic.Stop()
 	for {
+		// held is work that came while a change was pending: the change
+		// is synced first.
+		var held func()
 		select {
 		case <-ctx.Done():
 			return
+		case f := <-r.work:
+			select {
+			case <-r.trigger:
+				held = f
+			default:
+				f()
+				continue
+			}
 		case <-r.trigger:
 		case <-periodic.C:
 		}
 		if wait := r.min - time.Since(last); !last.IsZero() && wait > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
+			t := time.NewTimer(wait)
+		waiting:
+			for {
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case f := <-r.work:
+					f()
+				case <-t.C:
+					break waiting
+				}
 			}
 		}
 		// Triggers that came in while waiting are served by this run.
@@ -54,6 +87,9 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		last = time.Now()
 		r.fn()
+		if held != nil {
+			held()
+		}
 		if !periodic.Stop() {
 			select {
 			case <-periodic.C:

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -56,6 +57,16 @@ type Options struct {
 // Reaper is implemented by data planes that drain real servers between syncs.
 type Reaper interface{ Reap() error }
 
+// BackgroundReconciler is a data plane whose periodic full reconcile reads
+// the kernel beside the syncs and hands its corrections, in small parts, to
+// apply, which runs each on the sync goroutine between two syncs with the
+// current state (ipvs.Plane.Reconcile). A change then never waits behind a
+// full reconcile: the syncer makes no periodic sync full, it runs Reconcile
+// every SyncPeriod (from the end of the last) instead.
+type BackgroundReconciler interface {
+	Reconcile(ctx context.Context, apply func(func(*servicestate.State) error) error) error
+}
+
 // Syncer is the proxy's control loop.
 type Syncer struct {
 	opts   Options
@@ -74,13 +85,29 @@ type Syncer struct {
 	triggers map[types.NamespacedName][]time.Time
 	needFull bool
 	node     *v1.Node
+	// usedAddrs are the Node's addresses the last state was built with: an
+	// event that brings no others (the informer's first, after the first
+	// sync already read the Node from its cache) needs no full sync.
+	usedAddrs []v1.NodeAddress
+	usedNode  bool
+	// hostAddrs is the last HostAddresses answer, refreshed beside the
+	// syncs (hostAddressPeriod): listing every interface's addresses costs
+	// several netlink dumps, too much for each one-Service sync.
+	hostAddrs []netip.Addr
+	hostErr   error
 
 	// Owned by the sync goroutine.
-	state    *servicestate.State
-	keysOf   map[types.NamespacedName][]servicestate.Key
-	lastFull time.Time
-	nodeIPs  []netip.Addr
-	ctx      context.Context
+	state  *servicestate.State
+	keysOf map[types.NamespacedName][]servicestate.Key
+	// endpoints counts state's endpoints, kept up to date per change (a
+	// recount at each sync costs as much as the sync at 10,000 Services).
+	endpoints int
+	lastFull  time.Time
+	// synced is closed after the first successful sync.
+	synced     chan struct{}
+	syncedOnce sync.Once
+	nodeIPs    []netip.Addr
+	ctx        context.Context
 }
 
 // New wires informers on client; Run starts them.
@@ -105,10 +132,10 @@ func New(client kubernetes.Interface, plane servicestate.DataPlane, opts Options
 	sel := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
 	s := &Syncer{opts: opts, plane: plane, m: newMetrics(opts.Registry), log: opts.Log,
 		dirty: sets.New[types.NamespacedName](), triggers: map[types.NamespacedName][]time.Time{}, needFull: true,
-		keysOf: map[types.NamespacedName][]servicestate.Key{}}
-	s.svcFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod,
+		keysOf: map[types.NamespacedName][]servicestate.Key{}, synced: make(chan struct{})}
+	s.svcFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod, informers.WithTransform(slim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
-	s.nodeFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod,
+	s.nodeFactory = informers.NewSharedInformerFactoryWithOptions(client, opts.ConfigSyncPeriod, informers.WithTransform(slim),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", opts.NodeName).String()
 		}))
@@ -217,12 +244,49 @@ func (s *Syncer) nodeChanged(o any) {
 	s.node = n
 	// Only what changes NodeIPs or locality needs a full rebuild.
 	changed := old == nil || n == nil || !reflect.DeepEqual(old.Status.Addresses, n.Status.Addresses)
+	if n != nil && s.usedNode && reflect.DeepEqual(s.usedAddrs, n.Status.Addresses) {
+		changed = false
+	}
 	if changed {
 		s.needFull = true
 	}
 	s.mu.Unlock()
 	if changed {
 		s.queued()
+	}
+}
+
+// hostAddressPeriod is how often the host's addresses are read again; a
+// change triggers a sync.
+const hostAddressPeriod = 2 * time.Second
+
+// refreshHostAddresses reads the host's addresses and says whether they
+// changed.
+func (s *Syncer) refreshHostAddresses() bool {
+	addrs, err := s.opts.HostAddresses()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := !reflect.DeepEqual(addrs, s.hostAddrs)
+	if err != nil {
+		s.hostErr = err // keep the last good list
+		return false
+	}
+	s.hostAddrs, s.hostErr = addrs, nil
+	return changed
+}
+
+func (s *Syncer) hostAddressLoop(ctx context.Context) {
+	t := time.NewTicker(hostAddressPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.refreshHostAddresses() {
+				s.queued()
+			}
+		}
 	}
 }
 
@@ -268,8 +332,55 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}()
 	}
 	s.ctx = ctx
+	s.refreshHostAddresses()
+	go s.hostAddressLoop(ctx)
+	if r, ok := s.plane.(BackgroundReconciler); ok {
+		go s.reconcileLoop(ctx, r)
+	}
 	s.runner.Run(ctx)
 	return nil
+}
+
+func (s *Syncer) reconcileLoop(ctx context.Context, r BackgroundReconciler) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-s.synced:
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.opts.SyncPeriod):
+		}
+		start := time.Now()
+		if err := r.Reconcile(ctx, s.applyInLoop); err != nil && ctx.Err() == nil {
+			s.log.Warn("background reconcile", zap.Error(err))
+		}
+		s.log.Debug("background reconcile done", zap.Duration("took", time.Since(start)))
+	}
+}
+
+// applyInLoop runs f on the sync goroutine between two syncs (not counted
+// as one: minSyncPeriod does not delay the next change for it).
+func (s *Syncer) applyInLoop(f func(*servicestate.State) error) error {
+	done := make(chan error, 1)
+	run := func() {
+		if s.state == nil {
+			done <- fmt.Errorf("no state synced yet")
+			return
+		}
+		done <- f(s.state)
+	}
+	if !s.runner.Do(s.ctx, run) {
+		return s.ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
 }
 
 func (s *Syncer) syncAndRetry() {
@@ -288,14 +399,22 @@ func (s *Syncer) syncAndRetry() {
 
 func (s *Syncer) builderConfig() servicestate.Config {
 	cfg := servicestate.Config{NodeName: s.opts.NodeName, Families: s.opts.Families, NodePortAddresses: s.opts.NodePortAddresses}
-	if addrs, err := s.opts.HostAddresses(); err != nil {
-		s.log.Warn("listing host addresses", zap.Error(err))
-	} else {
-		cfg.HostAddresses = addrs
-	}
 	s.mu.Lock()
-	if s.node != nil {
-		for _, a := range s.node.Status.Addresses {
+	if s.hostErr != nil {
+		s.log.Warn("listing host addresses", zap.Error(s.hostErr))
+	}
+	cfg.HostAddresses = s.hostAddrs
+	node := s.node
+	if node == nil && s.nodeLister != nil {
+		// The handler may not have run yet; the synced cache has it.
+		if n, err := s.nodeLister.Get(s.opts.NodeName); err == nil {
+			node = n
+		}
+	}
+	s.usedNode, s.usedAddrs = node != nil, nil
+	if node != nil {
+		s.usedAddrs = node.Status.Addresses
+		for _, a := range node.Status.Addresses {
 			if a.Type == v1.NodeInternalIP {
 				if ip, err := netip.ParseAddr(a.Address); err == nil {
 					cfg.PrimaryIPs = append(cfg.PrimaryIPs, ip)
@@ -331,9 +450,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 
 	cfg := s.builderConfig()
 	nodeIPs := servicestate.NodeIPs(cfg)
-	if s.state == nil || start.Sub(s.lastFull) >= s.opts.SyncPeriod || !reflect.DeepEqual(nodeIPs, s.nodeIPs) {
+	_, background := s.plane.(BackgroundReconciler)
+	if s.state == nil || (!background && start.Sub(s.lastFull) >= s.opts.SyncPeriod) || !reflect.DeepEqual(nodeIPs, s.nodeIPs) {
 		full = true
 	}
+
 	changed := sets.New[servicestate.Key]()
 	if full {
 		svcs, err := s.svcLister.List(labels.Everything())
@@ -351,7 +472,10 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 				keysOf[n] = append(keysOf[n], k)
 			}
 		}
-		s.state, s.keysOf = st, keysOf
+		s.state, s.keysOf, s.endpoints = st, keysOf, 0
+		for _, e := range st.Endpoints {
+			s.endpoints += len(e)
+		}
 		for k := range st.Services {
 			changed.Insert(k)
 		}
@@ -364,6 +488,7 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 			r := servicestate.BuildService(svc, s.slicesOf(n), cfg)
 			st := s.state
 			for _, k := range s.keysOf[n] {
+				s.endpoints -= len(st.Endpoints[k])
 				if _, still := r.Services[k]; !still {
 					delete(st.Services, k)
 					delete(st.Endpoints, k)
@@ -380,6 +505,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 				}
 			}
 			st.Merge(r)
+			for _, k := range keys {
+				s.endpoints += len(st.Endpoints[k])
+			}
 			if len(keys) > 0 {
 				s.keysOf[n] = keys
 			} else {
@@ -405,8 +533,14 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		// From the end: a full sync longer than SyncPeriod (thousands of
 		// Services on a slow kernel) must not make every next sync full.
 		s.lastFull = time.Now()
+		// A full sync's garbage (the initial lists, the whole desired
+		// state, netlink requests) would otherwise stay in the process's
+		// RSS as idle heap for minutes; give it back now. Beside the sync
+		// loop: it forces a GC.
+		go debug.FreeOSMemory()
 	}
 	s.markSynced(start, triggers, full)
+	s.syncedOnce.Do(func() { close(s.synced) })
 	s.log.Debug("synced", zap.Bool("full", full), zap.Int("changed", changed.Len()), zap.Duration("took", time.Since(start)))
 	return nil
 }
@@ -426,12 +560,8 @@ func (s *Syncer) markSynced(start time.Time, triggers map[types.NamespacedName][
 		}
 	}
 	s.m.lastSync.SetToCurrentTime()
-	eps := 0
-	for _, e := range s.state.Endpoints {
-		eps += len(e)
-	}
 	s.m.services.Set(float64(len(s.state.Services)))
-	s.m.endpoints.Set(float64(eps))
+	s.m.endpoints.Set(float64(s.endpoints))
 	if s.opts.Health != nil {
 		for _, f := range s.opts.Families {
 			s.opts.Health.Updated(f)

@@ -132,6 +132,9 @@ func TestSyncerIncremental(t *testing.T) {
 	if got := testutil.ToFloat64(s.m.services); got != 1 {
 		t.Errorf("service_ports gauge = %v", got)
 	}
+	if got := testutil.ToFloat64(s.m.endpoints); got != 2 {
+		t.Errorf("endpoints gauge = %v, want web's 2", got)
+	}
 	if !hs.Health().Healthy {
 		t.Errorf("health after sync: %+v", hs.Health())
 	}
@@ -172,5 +175,99 @@ func TestRunnerRateLimits(t *testing.T) {
 		if gap := runs[i].Sub(runs[i-1]); gap < 200*time.Millisecond {
 			t.Errorf("runs %d and %d only %s apart", i-1, i, gap)
 		}
+	}
+}
+
+// bgPlane reconciles in the background: each round applies one part.
+type bgPlane struct {
+	recPlane
+	rounds chan int // Services in the state each part saw
+}
+
+func (p *bgPlane) Reconcile(_ context.Context, apply func(func(*ss.State) error) error) error {
+	return apply(func(st *ss.State) error {
+		select {
+		case p.rounds <- len(st.Services):
+		default:
+		}
+		return nil
+	})
+}
+
+// With a background reconciler the periodic sync is not full: Reconcile
+// runs every SyncPeriod and its parts run on the sync loop even while the
+// loop waits out minSyncPeriod (they are not syncs).
+func TestSyncerBackgroundReconcile(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset(service("web", nil), slice("web-1", "web", time.Now(), "10.244.0.2"),
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	plane := &bgPlane{recPlane: recPlane{ch: make(chan struct{}, 100)}, rounds: make(chan int, 10)}
+	s, err := New(client, plane, Options{NodeName: "n1", Families: []v1.IPFamily{v1.IPv4Protocol},
+		MinSyncPeriod: time.Hour, SyncPeriod: 50 * time.Millisecond, ConfigSyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	for i := 0; i < 3; i++ {
+		select {
+		case n := <-plane.rounds:
+			if n != 1 {
+				t.Errorf("reconcile part saw %d Services, want 1", n)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reconcile round %d never applied", i)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	plane.mu.Lock()
+	defer plane.mu.Unlock()
+	if want := []call{{Full: true, Changed: []string{"web/http"}, Eps: map[string]int{"web": 1}}}; !cmp.Equal(want, plane.calls) {
+		t.Errorf("syncs (-want +got):\n%s", cmp.Diff(want, plane.calls))
+	}
+}
+
+// Work handed to the runner while a change is pending runs after the sync.
+func TestRunnerSyncsBeforeHeldWork(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var order []string
+	syncing := make(chan struct{})
+	release := make(chan struct{})
+	first := true
+	r := NewRunner(func() {
+		mu.Lock()
+		order = append(order, "sync")
+		f := first
+		first = false
+		mu.Unlock()
+		if f {
+			close(syncing)
+			<-release
+		}
+	}, 0, time.Hour)
+	go r.Run(ctx)
+	<-syncing // the first sync runs; a change and then work arrive meanwhile
+	r.Trigger()
+	done := make(chan struct{})
+	go func() {
+		r.Do(ctx, func() { mu.Lock(); order = append(order, "work"); mu.Unlock(); close(done) })
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("work never ran")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if d := cmp.Diff([]string{"sync", "sync", "work"}, order); d != "" {
+		t.Errorf("order (-want +got):\n%s", d)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -240,7 +241,7 @@ func startProxy(t *testing.T, client kubernetes.Interface) *proxy {
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, GracePeriod: 20 * time.Second}, log)
 	cp := &counted{Plane: plane}
 	s, err := syncer.New(client, cp, syncer.Options{NodeName: nodeName, Families: []v1.IPFamily{v1.IPv4Protocol},
-		HostAddresses: ipvs.HostAddresses, SyncPeriod: time.Minute, ConfigSyncPeriod: time.Hour, Log: log})
+		HostAddresses: ipvs.HostAddresses, SyncPeriod: 3 * time.Second, ConfigSyncPeriod: time.Hour, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,6 +533,24 @@ func TestIPVS(t *testing.T) {
 		if err := client.DiscoveryV1().EndpointSlices("ns").Delete(ctx, "ext-1", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+	})
+	t.Run("the periodic reconcile puts back what was changed behind the proxy's back", func(t *testing.T) {
+		web := ipvs.VSKey{Protocol: v1.ProtocolTCP, Addr: netip.MustParseAddr("10.96.0.10"), Port: 80}
+		want := reals(t, p.os, "10.96.0.10:80")
+		rs, err := obs.RealServers(web)
+		if err != nil || len(rs) == 0 {
+			t.Fatalf("web's real servers: %v %v", rs, err)
+		}
+		if err := obs.DeleteRealServer(web, rs[0]); err != nil {
+			t.Fatal(err)
+		}
+		stray := ipvs.VirtualServer{VSKey: ipvs.VSKey{Protocol: v1.ProtocolTCP, Addr: web.Addr, Port: 81}, Scheduler: "rr"}
+		if err := obs.AddVirtualServer(stray); err != nil {
+			t.Fatal(err)
+		}
+		// SyncPeriod is 3s here; no API change comes to trigger a sync.
+		eventually(t, "web's real servers back", func() bool { return maps.Equal(reals(t, p.os, "10.96.0.10:80"), want) })
+		eventually(t, "the stray virtual server gone", func() bool { return !hasVS(t, "10.96.0.10:81") })
 	})
 	t.Run("established connection survives a proxy restart; kernel not flushed", func(t *testing.T) {
 		c := dial(t, "10.96.0.10:80")
