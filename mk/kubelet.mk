@@ -29,9 +29,12 @@ test-kubelet-compat: cluster-cli build
 
 ## bench-kubelet: Pod start latency p50/p99 (1 Pod x20, burst of 50) and
 ## kubelet RSS (idle, 50 Pods), ours vs upstream on the same node in one
-## run, printed as ratios (e2e/bench/kubelet). KUBELET_BENCH_FLAGS passes
-## e.g. -single=5 -burst=10.
+## run, printed as ratios (e2e/bench/kubelet); it also logs each kubelet's
+## RssAnon/RssFile. KUBELET_BENCH_FLAGS passes e.g. -single=5 -burst=10, or
+## -profiles=DIR to save both kubelets' heap profiles (/debug/pprof/heap).
 bench-kubelet: cluster-cli build
 	@bash kubelet/test/compat/run.sh bench
 
 BENCH_TARGETS += bench-kubelet
+# Green twice in a row on the session-3 code (~5 min each with up/down).
+TEST_TARGETS += test-kubelet-compat

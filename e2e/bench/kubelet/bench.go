@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,7 @@ type bench struct {
 	client        kubernetes.Interface
 	single, burst int
 	settle        time.Duration
+	profiles      string
 }
 
 // result is one kubelet's figures.
@@ -44,6 +46,9 @@ type result struct {
 	kubelet         cluster.Choice
 	single, burst   []time.Duration // per-Pod start latency
 	idleRSS, podRSS uint64          // bytes
+	// burstCPU is the kubelet's CPU time (user+system) while the burst
+	// started, to tell its own cost from the runtime's.
+	burstCPU time.Duration
 }
 
 func client(kubeconfig string) (kubernetes.Interface, error) {
@@ -85,16 +90,106 @@ func (b *bench) swap(ctx context.Context, k cluster.Choice) error {
 
 // kubeletRSS is VmRSS of the node's kubelet process, in bytes.
 func (b *bench) kubeletRSS() (uint64, error) {
+	pid, err := b.kubeletPID()
+	if err != nil {
+		return 0, err
+	}
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	b.logRSSParts(path)
+	return vmRSS(path)
+}
+
+// kubeletPID is the node's kubelet process, from the cluster's state.
+func (b *bench) kubeletPID() (int, error) {
 	st, err := cluster.LoadState(b.layout.State())
 	if err != nil {
 		return 0, err
 	}
 	for i := len(st.Processes) - 1; i >= 0; i-- {
 		if p := st.Processes[i]; p.Name == "kubelet" {
-			return vmRSS(fmt.Sprintf("/proc/%d/status", p.PID))
+			return p.PID, nil
 		}
 	}
 	return 0, errors.New("no kubelet in state.json")
+}
+
+// kubeletCPU is the node's kubelet's user+system CPU time so far.
+func (b *bench) kubeletCPU() (time.Duration, error) {
+	pid, err := b.kubeletPID()
+	if err != nil {
+		return 0, err
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(string(data))
+}
+
+// parseStatCPU reads utime+stime (fields 14 and 15, in clock ticks of
+// 1/100 s on Linux) from a /proc/PID/stat line; the command name, which
+// may hold spaces, ends at the last ')'.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("no ')' in stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short stat line %q", stat)
+	}
+	var ticks uint64
+	for _, s := range f[11:13] { // fields 14 and 15 of the whole line
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %w", err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// logRSSParts logs the anonymous (heap, stacks) and file-backed (the
+// binary's text and data) parts of the RSS, to tell which one to cut.
+func (b *bench) logRSSParts(path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var parts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "Rss") || strings.HasPrefix(line, "VmRSS") || strings.HasPrefix(line, "Threads") {
+			parts = append(parts, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	b.log.Info("kubelet memory", zap.Strings("status", parts))
+}
+
+// saveHeap saves the node's kubelet's heap profile, read through the API
+// server's node proxy (both kubelets serve /debug/pprof by default).
+func (b *bench) saveHeap(ctx context.Context, k cluster.Choice, phase string) {
+	if b.profiles == "" {
+		return
+	}
+	nodes, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		b.log.Warn("heap profile: no single node", zap.Error(err))
+		return
+	}
+	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy/debug/pprof/heap").DoRaw(ctx)
+	if err != nil {
+		b.log.Warn("heap profile", zap.String("kubelet", string(k)), zap.Error(err))
+		return
+	}
+	path := filepath.Join(b.profiles, fmt.Sprintf("heap-%s-%s.pb.gz", k, phase))
+	if err := os.MkdirAll(b.profiles, 0o755); err == nil {
+		err = os.WriteFile(path, data, 0o644)
+	}
+	if err != nil {
+		b.log.Warn("heap profile", zap.Error(err))
+		return
+	}
+	b.log.Info("heap profile saved", zap.String("path", path))
 }
 
 // vmRSS reads the VmRSS line of a /proc/PID/status file.
@@ -230,6 +325,7 @@ func (b *bench) measure(ctx context.Context, k cluster.Choice) (result, error) {
 	if r.idleRSS, err = b.kubeletRSS(); err != nil {
 		return r, err
 	}
+	b.saveHeap(ctx, k, "idle")
 	for i := range b.single {
 		lat, err := b.start(ctx, w, pods.Create, []string{fmt.Sprintf("single-%02d", i)})
 		if err != nil {
@@ -244,13 +340,23 @@ func (b *bench) measure(ctx context.Context, k cluster.Choice) (result, error) {
 	for i := range b.burst {
 		names = append(names, fmt.Sprintf("burst-%02d", i))
 	}
+	cpu0, err := b.kubeletCPU()
+	if err != nil {
+		return r, err
+	}
 	if r.burst, err = b.start(ctx, w, pods.Create, names); err != nil {
 		return r, fmt.Errorf("burst: %w", err)
 	}
+	cpu1, err := b.kubeletCPU()
+	if err != nil {
+		return r, err
+	}
+	r.burstCPU = cpu1 - cpu0
 	time.Sleep(b.settle)
 	if r.podRSS, err = b.kubeletRSS(); err != nil {
 		return r, err
 	}
+	b.saveHeap(ctx, k, "pods")
 	if err := b.deleteAll(ctx, ns.Name); err != nil {
 		return r, err
 	}
@@ -347,6 +453,7 @@ func report(out io.Writer, up, ours result, single, burst int) {
 	row(fmt.Sprintf("burst p50 (n=%d)", burst), float64(percentile(up.burst, 50)), float64(percentile(ours.burst, 50)), d, "")
 	row(fmt.Sprintf("burst p99 (n=%d)", burst), float64(percentile(up.burst, 99)), float64(percentile(ours.burst, 99)), d, "<= 0.70x")
 	row(fmt.Sprintf("burst max (n=%d)", burst), float64(percentile(up.burst, 100)), float64(percentile(ours.burst, 100)), d, "")
+	row(fmt.Sprintf("kubelet CPU in burst (n=%d)", burst), float64(up.burstCPU), float64(ours.burstCPU), d, "")
 	row("RSS idle", float64(up.idleRSS), float64(ours.idleRSS), m, "<= 0.50x")
 	row(fmt.Sprintf("RSS with %d Pods", burst), float64(up.podRSS), float64(ours.podRSS), m, "<= 0.50x")
 }

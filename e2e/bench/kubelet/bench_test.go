@@ -32,3 +32,18 @@ func TestParseVmRSS(t *testing.T) {
 		t.Error("no VmRSS line: want an error")
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a ')' in it; utime 250 and stime 50 ticks.
+	stat := "1234 (kube let) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 100 1000 200"
+	got, err := parseStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 3*time.Second {
+		t.Errorf("got %v, want 3s", got)
+	}
+	if _, err := parseStatCPU("garbage"); err == nil {
+		t.Error("garbage parsed")
+	}
+}

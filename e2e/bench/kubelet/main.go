@@ -27,24 +27,25 @@ func main() {
 	single := flag.Int("single", 20, "Pods started one at a time.")
 	burst := flag.Int("burst", 50, "Pods created at once.")
 	settle := flag.Duration("settle", 15*time.Second, "Wait before reading the kubelet's RSS.")
+	profiles := flag.String("profiles", "", "Directory to save each kubelet's heap profile (idle and with Pods) in, from its /debug/pprof/heap through the API server's node proxy; empty saves none.")
 	flag.Parse()
 	ctx, stop := signals.Context(context.Background())
 	defer stop()
 	log, _ := zap.NewDevelopment()
-	if err := run(ctx, log, *single, *burst, *settle); err != nil {
+	if err := run(ctx, log, *single, *burst, *settle, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "kubelet-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *zap.Logger, single, burst int, settle time.Duration) error {
+func run(ctx context.Context, log *zap.Logger, single, burst int, settle time.Duration, profiles string) error {
 	repo, err := artifacts.FindRepo()
 	if err != nil {
 		return err
 	}
 	b := &bench{
 		log: log, repo: repo, layout: cluster.NewLayout(repo), cache: artifacts.CacheRoot(),
-		single: single, burst: burst, settle: settle,
+		single: single, burst: burst, settle: settle, profiles: profiles,
 	}
 	if b.client, err = client(filepath.Join(b.layout.Dir, "admin.kubeconfig")); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -104,13 +105,22 @@ type Config struct {
 	// FailCgroupV1 refuses cgroup v1 hosts; true unless the file says false, as upstream.
 	FailCgroupV1 bool
 	// The kubelet API server (:10250).
-	EnableServer   bool
-	Address        string
-	Port           int32
-	TLSCertFile    string
-	TLSKeyFile     string
-	Authentication kubeletv1beta1.KubeletAuthentication
-	Authorization  kubeletv1beta1.KubeletAuthorization
+	EnableServer bool
+	// KubeAPIQPS and KubeAPIBurst limit the API client, EventRecordQPS
+	// (0: no limit) and EventBurst the Events client; upstream's defaults
+	// 50/100 and 50/100.
+	KubeAPIQPS, EventRecordQPS float32
+	KubeAPIBurst, EventBurst   int
+	// ContentType of requests to the API server; protobuf unless the file says otherwise, as upstream.
+	ContentType string
+	// EnableProfiling serves /debug/pprof/ on it; true unless the file says false, as upstream.
+	EnableProfiling bool
+	Address         string
+	Port            int32
+	TLSCertFile     string
+	TLSKeyFile      string
+	Authentication  kubeletv1beta1.KubeletAuthentication
+	Authorization   kubeletv1beta1.KubeletAuthorization
 }
 
 // honoured are the file's fields this kubelet acts on.
@@ -119,19 +129,19 @@ var honoured = set("kind", "apiVersion", "staticPodPath", "podLogsDir", "cluster
 	"containerRuntimeEndpoint", "imageServiceEndpoint", "nodeStatusUpdateFrequency", "nodeStatusReportFrequency",
 	"nodeLeaseDurationSeconds", "runtimeRequestTimeout", "healthzBindAddress", "healthzPort", "syncFrequency",
 	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff",
-	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer")
+	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer",
+	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst")
 
 // deferred are fields of the kubelet's HTTPS server (part 2 of the kubelet
 // issue) and tuning knobs with no observable contract; they are accepted so a
 // config written for the upstream kubelet runs, and say so in the log.
 var deferred = set("readOnlyPort", "tlsCipherSuites", "tlsMinVersion", "rotateCertificates", "serverTLSBootstrap",
-	"enableServer", "enableDebuggingHandlers", "volumePluginDir", "eventRecordQPS", "eventBurst", "kubeAPIQPS",
-	"kubeAPIBurst", "registryPullQPS", "registryBurst", "maxParallelImagePulls", "logging",
+	"enableServer", "enableDebuggingHandlers", "volumePluginDir", "registryPullQPS", "registryBurst", "maxParallelImagePulls", "logging",
 	"streamingConnectionIdleTimeout", "imageMinimumGCAge", "imageMaximumGCAge", "imageGCHighThresholdPercent",
 	"imageGCLowThresholdPercent", "volumeStatsAggPeriod", "containerLogMaxSize", "containerLogMaxFiles",
-	"containerLogMaxWorkers", "containerLogMonitorInterval", "evictionPressureTransitionPeriod", "contentType",
+	"containerLogMaxWorkers", "containerLogMonitorInterval", "evictionPressureTransitionPeriod",
 	"hairpinMode", "cpuCFSQuota", "cpuCFSQuotaPeriod", "nodeStatusMaxImages", "maxOpenFiles",
-	"shutdownGracePeriod", "shutdownGracePeriodCriticalPods", "enableProfilingHandler", "enableDebugFlagsHandler",
+	"shutdownGracePeriod", "shutdownGracePeriodCriticalPods", "enableDebugFlagsHandler",
 	"enableSystemLogHandler", "enableSystemLogQuery", "oomScoreAdj", "httpCheckFrequency", "failSwapOn",
 	"memorySwap", "protectKernelDefaults", "makeIPTablesUtilChains", "iptablesMasqueradeBit", "iptablesDropBit",
 	"enableControllerAttachDetach", "configMapAndSecretChangeDetectionStrategy", "localStorageCapacityIsolation",
@@ -282,12 +292,27 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 		Taints:                   kc.RegisterWithTaints,
 		FailCgroupV1:             kc.FailCgroupV1 == nil || *kc.FailCgroupV1,
 		EnableServer:             kc.EnableServer == nil || *kc.EnableServer,
+		EnableProfiling:          kc.EnableProfilingHandler == nil || *kc.EnableProfilingHandler,
+		ContentType:              kc.ContentType,
+		KubeAPIQPS:               float32(ptr.Deref(kc.KubeAPIQPS, 50)),
+		KubeAPIBurst:             int(kc.KubeAPIBurst),
+		EventRecordQPS:           float32(ptr.Deref(kc.EventRecordQPS, 50)),
+		EventBurst:               int(kc.EventBurst),
 		Address:                  kc.Address,
 		Port:                     kc.Port,
 		TLSCertFile:              kc.TLSCertFile,
 		TLSKeyFile:               kc.TLSPrivateKeyFile,
 		Authentication:           kc.Authentication,
 		Authorization:            kc.Authorization,
+	}
+	if c.KubeAPIBurst == 0 {
+		c.KubeAPIBurst = 100
+	}
+	if c.EventBurst == 0 {
+		c.EventBurst = 100
+	}
+	if c.ContentType == "" {
+		c.ContentType = apiruntime.ContentTypeProtobuf
 	}
 	if c.Address == "" {
 		c.Address = "0.0.0.0"

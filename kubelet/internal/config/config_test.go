@@ -76,7 +76,9 @@ func TestDecodeHarnessConfig(t *testing.T) {
 		RuntimeRequestTimeout: 2 * time.Minute, SyncFrequency: time.Minute, FileCheckFrequency: 20 * time.Second,
 		EvictionHard:        map[string]string{"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
 		SerializeImagePulls: false, MaxContainerRestart: 5 * time.Minute, FailCgroupV1: false,
-		EnableServer: true, Address: "0.0.0.0", Port: 10250, TLSCertFile: "/pki/kubelet-serving.crt", TLSKeyFile: "/pki/kubelet-serving.key",
+		EnableServer: true, ContentType: "application/vnd.kubernetes.protobuf", EnableProfiling: true,
+		KubeAPIQPS: 50, KubeAPIBurst: 100, EventRecordQPS: 50, EventBurst: 100,
+		Address: "0.0.0.0", Port: 10250, TLSCertFile: "/pki/kubelet-serving.crt", TLSKeyFile: "/pki/kubelet-serving.key",
 		Authentication: kubeletv1beta1.KubeletAuthentication{X509: kubeletv1beta1.KubeletX509Authentication{ClientCAFile: "/pki/ca.crt"},
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)}},
@@ -122,5 +124,39 @@ func TestParseTaint(t *testing.T) {
 	}
 	if _, err := ParseTaint("x:Bad"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("bad effect: %v", err)
+	}
+}
+
+// TestClientLimits: the file's API client settings are honoured; eventRecordQPS 0 means no limit.
+func TestClientLimits(t *testing.T) {
+	kc := harnessConfig()
+	kc.KubeAPIQPS, kc.KubeAPIBurst = ptr.To[int32](7), 9
+	kc.EventRecordQPS, kc.EventBurst = ptr.To[int32](0), 3
+	kc.ContentType = "application/json"
+	kc.EnableProfilingHandler = ptr.To(false)
+	data, err := yaml.Marshal(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, _, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var f Flags
+	f.AddFlags(fs)
+	c, err := Build(fs, &f, dec, "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type limits struct {
+		QPS, EventQPS     float32
+		Burst, EventBurst int
+		ContentType       string
+		Profiling         bool
+	}
+	got := limits{c.KubeAPIQPS, c.EventRecordQPS, c.KubeAPIBurst, c.EventBurst, c.ContentType, c.EnableProfiling}
+	if d := cmp.Diff(limits{7, 0, 9, 3, "application/json", false}, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

@@ -20,15 +20,16 @@ type Remover interface {
 	RemovePodSandbox(ctx context.Context, id string) error
 }
 
-// Prune removes what rp no longer needs and returns the first errors joined.
+// Prune removes what rp no longer needs; it returns how many containers and
+// sandboxes it asked the runtime to remove (so the caller re-reads the Pod
+// only when something changed) and the errors joined.
 // Per container name it keeps the newest instance and the one before it if
 // that one has exited: the newest gives the status's state, the one before
 // its lastState and `logs --previous`. Keeping only the newest dead one
 // would lose both in the moment a restarted container has exited again
 // and not yet been restarted (a status then shows restartCount N with no
 // last termination).
-func Prune(ctx context.Context, rt Remover, rp *runtime.Pod) error {
-	var err error
+func Prune(ctx context.Context, rt Remover, rp *runtime.Pod) (removed int, err error) {
 	seen := map[string]int{}
 	keepSandbox := map[string]bool{}
 	if len(rp.Sandboxes) > 0 {
@@ -41,12 +42,14 @@ func Prune(ctx context.Context, rt Remover, rp *runtime.Pod) error {
 			keepSandbox[c.SandboxID] = true
 			continue
 		}
+		removed++
 		err = errors.Join(err, rt.RemoveContainer(ctx, c.Status.Id))
 	}
 	for _, s := range rp.Sandboxes {
 		if s.State != runtimeapi.PodSandboxState_SANDBOX_READY && !keepSandbox[s.Id] {
+			removed++
 			err = errors.Join(err, rt.RemovePodSandbox(ctx, s.Id))
 		}
 	}
-	return err
+	return removed, err
 }

@@ -36,12 +36,16 @@ func TestPrune(t *testing.T) {
 			ctr("b2", "b", "sb3", ex), ctr("b1", "b", "sb1", ex)},
 	}
 	r := &rec{}
-	if err := Prune(context.Background(), r, rp); err != nil {
+	n, err := Prune(context.Background(), r, rp)
+	if err != nil {
 		t.Fatal(err)
 	}
 	sort.Strings(r.removed)
 	// a: running a4 and the exited a3 before it stay, a2 goes; b: the
 	// exited b2 (state) and b1 (lastState) both stay, so sb1 does too.
+	if n != len(r.removed) {
+		t.Errorf("Prune says it removed %d, the runtime was asked %d times", n, len(r.removed))
+	}
 	if d := cmp.Diff([]string{"c:a2", "s:sb2"}, r.removed); d != "" {
 		t.Errorf("removed (-want +got):\n%s", d)
 	}

@@ -15,10 +15,12 @@ import (
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -48,14 +50,30 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		}
 	}
 	var client kubernetes.Interface
+	var events typedcorev1.EventsGetter
 	if cfg.Kubeconfig != "" {
 		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 		if err != nil {
 			return fmt.Errorf("kubeconfig: %w", err)
 		}
 		rc.UserAgent = "nodesuite-kubelet/" + version.Get().GitVersion
+		// Protobuf as upstream: less CPU and garbage per object than JSON.
+		rc.ContentType = cfg.ContentType
+		rc.AcceptContentTypes = cfg.ContentType + "," + apiruntime.ContentTypeJSON
+		// Upstream's limits: client-go's own default (5 QPS) throttles a
+		// burst of Pod starts on token requests, status patches and Events.
+		rc.QPS, rc.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
 		if client, err = kubernetes.NewForConfig(rc); err != nil {
 			return fmt.Errorf("client: %w", err)
+		}
+		// Events have a client and limits of their own, as upstream.
+		ec := rest.CopyConfig(rc)
+		ec.QPS, ec.Burst = cfg.EventRecordQPS, cfg.EventBurst
+		if ec.QPS == 0 {
+			ec.QPS = -1 // no limit
+		}
+		if events, err = typedcorev1.NewForConfig(ec); err != nil {
+			return fmt.Errorf("event client: %w", err)
 		}
 	}
 	rt, err := connect(ctx, log, cfg)
@@ -77,7 +95,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	var recorder record.EventRecorder
 	if client != nil {
 		b := record.NewBroadcaster(record.WithContext(ctx))
-		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.Events("")})
 		defer b.Shutdown()
 		recorder = b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
 	}
@@ -120,7 +138,8 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		default:
 			runAuth(ctx)
 			srv := &server.Server{NodeName: cfg.NodeName, Host: serverHost{workers: workers, status: sm, rt: rt}, Runtime: rt.RuntimeService,
-				Authn: authn, Authz: authz, Log: log.Named("server"),
+				Profiling: cfg.EnableProfiling,
+				Authn:     authn, Authz: authz, Log: log.Named("server"),
 				Stats: &stats.Provider{NodeName: cfg.NodeName, RootDir: cfg.RootDir, Runtime: rt.RuntimeService, Host: stats.OSHost{}}}
 			go func() {
 				if err := server.ListenAndServe(ctx, log.Named("server"), scfg, srv.Handler()); err != nil {

@@ -10,11 +10,11 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -35,17 +35,21 @@ type APIServer struct {
 	NodeName string
 	Sink     Sink
 
-	pods     cache.SharedIndexInformer
-	services corelisters.ServiceLister
-	factory  informers.SharedInformerFactory
+	pods        cache.SharedIndexInformer
+	svcInformer cache.SharedIndexInformer
+	services    corelisters.ServiceLister
 }
 
 // Start starts the informers; WaitForSync waits for their first lists.
+// They are built from client-go's cache package directly: the informers
+// factory links every API group's informer and lister into the binary.
 func (a *APIServer) Start(ctx context.Context) {
-	pf := informers.NewSharedInformerFactoryWithOptions(a.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	rc := a.Client.CoreV1().RESTClient()
+	pods := cache.NewFilteredListWatchFromClient(rc, "pods", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.NodeName).String()
-	}))
-	a.pods = pf.Core().V1().Pods().Informer()
+	})
+	a.pods = cache.NewSharedIndexInformer(pods, &v1.Pod{}, 0, cache.Indexers{})
+	_ = a.pods.SetTransform(StripManagedFields)
 	_, _ = a.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { a.update(o) },
 		UpdateFunc: func(_, o any) { a.update(o) },
@@ -58,10 +62,21 @@ func (a *APIServer) Start(ctx context.Context) {
 			}
 		},
 	})
-	a.factory = informers.NewSharedInformerFactory(a.Client, 0)
-	a.services = a.factory.Core().V1().Services().Lister()
-	pf.Start(ctx.Done())
-	a.factory.Start(ctx.Done())
+	services := cache.NewListWatchFromClient(rc, "services", metav1.NamespaceAll, fields.Everything())
+	a.svcInformer = cache.NewSharedIndexInformer(services, &v1.Service{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = a.svcInformer.SetTransform(StripManagedFields)
+	a.services = corelisters.NewServiceLister(a.svcInformer.GetIndexer())
+	go a.pods.RunWithContext(ctx)
+	go a.svcInformer.RunWithContext(ctx)
+}
+
+// StripManagedFields is the informers' transform: the kubelet never reads
+// managedFields, often the largest part of a cached object.
+func StripManagedFields(o any) (any, error) {
+	if m, err := meta.Accessor(o); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return o, nil
 }
 
 func (a *APIServer) update(o any) {
@@ -81,10 +96,8 @@ func isMirror(p *v1.Pod) bool {
 func (a *APIServer) WaitForSync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for _, ok := range a.factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("service informer did not sync: %w", ctx.Err())
-		}
+	if !cache.WaitForCacheSync(ctx.Done(), a.svcInformer.HasSynced) {
+		return fmt.Errorf("service informer did not sync: %w", ctx.Err())
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced) {
 		return fmt.Errorf("pod informer did not sync: %w", ctx.Err())

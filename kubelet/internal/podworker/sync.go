@@ -310,10 +310,15 @@ func (p *podSync) result() (Result, error) {
 	rp := p.rp
 	if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
 		rp = nrp
-		if err := gc.Prune(context.Background(), p.s.RT, rp); err != nil {
+		// Re-read only when something was removed: a Pod's first syncs
+		// (what start latency measures) never prune.
+		n, err := gc.Prune(context.Background(), p.s.RT, rp)
+		if err != nil {
 			p.s.Log.Debug("gc", zap.Error(err))
-		} else if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
-			rp = nrp
+		} else if n > 0 {
+			if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
+				rp = nrp
+			}
 		}
 	}
 	return Result{Requeue: p.requeue, Runtime: rp}, errors.Join(p.errs...)

@@ -3,22 +3,26 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/apiserver/pkg/apis/apiserver"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
-	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/authentication/group"
+	"k8s.io/apiserver/pkg/authentication/request/anonymous"
+	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
+	"k8s.io/apiserver/pkg/authentication/request/union"
+	"k8s.io/apiserver/pkg/authentication/request/websocket"
+	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
+	tokencache "k8s.io/apiserver/pkg/authentication/token/cache"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
-	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
-	"k8s.io/apiserver/pkg/server/options"
 	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
@@ -44,69 +48,112 @@ var ErrConfig = errors.New("kubelet server config")
 // ErrNoClient is webhook authentication or authorization without an API server.
 var ErrNoClient = errors.New("webhook authentication and authorization need an API server")
 
-// BuildAuth builds the request authenticator and authorizer from the
-// config with k8s.io/apiserver's delegating factories, as upstream's
-// kubelet does; run starts the client CA file watcher.
+// BuildAuth builds the request authenticator and authorizer from the config
+// as upstream's kubelet does (x509 client certificates, webhook
+// TokenReview with a cache, anonymous, webhook SubjectAccessReview with a
+// cache), from k8s.io/apiserver's light request authenticators and the
+// webhooks in webhook.go; run is kept for the callers (nothing to start:
+// the client CA file is re-read when it changes).
 func BuildAuth(client kubernetes.Interface, cfg Config) (authenticator.Request, authorizer.UnconditionalAuthorizer, func(context.Context), error) {
 	an := cfg.Authentication
-	ac := authenticatorfactory.DelegatingAuthenticatorConfig{
-		Anonymous: &apiserver.AnonymousAuthConfig{Enabled: ptr.Deref(an.Anonymous.Enabled, false)},
-		CacheTTL:  an.Webhook.CacheTTL.Duration,
-	}
-	if ac.CacheTTL == 0 {
-		ac.CacheTTL = 2 * time.Minute
-	}
-	var ca *dynamiccertificates.DynamicFileCAContent
+	var authns []authenticator.Request
 	if an.X509.ClientCAFile != "" {
-		var err error
-		if ca, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca-bundle", an.X509.ClientCAFile); err != nil {
+		ca, err := newCAFile(an.X509.ClientCAFile)
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%w: clientCAFile: %w", ErrConfig, err)
 		}
-		ac.ClientCertificateCAContentProvider = ca
+		authns = append(authns, x509request.NewDynamic(ca.verifyOptions, x509request.CommonNameUserConversion))
 	}
 	if ptr.Deref(an.Webhook.Enabled, false) {
 		if client == nil {
 			return nil, nil, nil, fmt.Errorf("%w: authentication.webhook", ErrNoClient)
 		}
-		ac.WebhookRetryBackoff = options.DefaultAuthWebhookRetryBackoff()
-		ac.TokenAccessReviewClient = client.AuthenticationV1()
+		ttl := an.Webhook.CacheTTL.Duration
+		if ttl == 0 {
+			ttl = 2 * time.Minute
+		}
+		tokens := tokencache.New(tokenWebhook{client.AuthenticationV1().TokenReviews()}, false, ttl, ttl)
+		authns = append(authns, bearertoken.New(tokens), websocket.NewProtocolAuthenticator(tokens))
 	}
-	authn, _, err := ac.New()
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: authentication: %w", ErrConfig, err)
+	anon := ptr.Deref(an.Anonymous.Enabled, false)
+	var authn authenticator.Request
+	switch {
+	case len(authns) == 0 && anon:
+		authn = anonymous.NewAuthenticator(nil)
+	case len(authns) == 0:
+		return nil, nil, nil, fmt.Errorf("%w: no authentication method configured", ErrConfig)
+	default:
+		authn = group.NewAuthenticatedGroupAdder(union.New(authns...))
+		if anon {
+			authn = union.NewFailOnError(authn, anonymous.NewAuthenticator(nil))
+		}
 	}
 	var authz authorizer.UnconditionalAuthorizer
 	switch cfg.Authorization.Mode {
 	case kubeletv1beta1.KubeletAuthorizationModeAlwaysAllow:
-		authz = authorizerfactory.NewAlwaysAllowAuthorizer()
+		authz = alwaysAllow{}
 	case kubeletv1beta1.KubeletAuthorizationModeWebhook, "":
 		if client == nil {
 			return nil, nil, nil, fmt.Errorf("%w: authorization.mode Webhook", ErrNoClient)
 		}
-		zc := authorizerfactory.DelegatingAuthorizerConfig{
-			SubjectAccessReviewClient: client.AuthorizationV1(),
-			AllowCacheTTL:             cfg.Authorization.Webhook.CacheAuthorizedTTL.Duration,
-			DenyCacheTTL:              cfg.Authorization.Webhook.CacheUnauthorizedTTL.Duration,
-			WebhookRetryBackoff:       options.DefaultAuthWebhookRetryBackoff(),
+		allow, deny := cfg.Authorization.Webhook.CacheAuthorizedTTL.Duration, cfg.Authorization.Webhook.CacheUnauthorizedTTL.Duration
+		if allow == 0 {
+			allow = 5 * time.Minute
 		}
-		if zc.AllowCacheTTL == 0 {
-			zc.AllowCacheTTL = 5 * time.Minute
+		if deny == 0 {
+			deny = 30 * time.Second
 		}
-		if zc.DenyCacheTTL == 0 {
-			zc.DenyCacheTTL = 30 * time.Second
-		}
-		if authz, err = zc.New(); err != nil {
-			return nil, nil, nil, fmt.Errorf("%w: authorization: %w", ErrConfig, err)
-		}
+		authz = newSARWebhook(client.AuthorizationV1().SubjectAccessReviews(), allow, deny)
 	default:
 		return nil, nil, nil, fmt.Errorf("%w: unknown authorization mode %q", ErrConfig, cfg.Authorization.Mode)
 	}
-	run := func(ctx context.Context) {
-		if ca != nil {
-			go ca.Run(ctx, 1)
-		}
+	return authn, authz, func(context.Context) {}, nil
+}
+
+// caFile is the client CA bundle, re-read when its modification time changes.
+type caFile struct {
+	path  string
+	mu    sync.Mutex
+	mtime time.Time
+	opts  x509.VerifyOptions
+}
+
+func newCAFile(path string) (*caFile, error) {
+	c := &caFile{path: path}
+	if err := c.load(); err != nil {
+		return nil, err
 	}
-	return authn, authz, run, nil
+	return c, nil
+}
+
+func (c *caFile) load() error {
+	fi, err := os.Stat(c.path)
+	if err != nil {
+		return err
+	}
+	if fi.ModTime().Equal(c.mtime) {
+		return nil
+	}
+	data, err := os.ReadFile(c.path)
+	if err != nil {
+		return err
+	}
+	pool, err := certutil.NewPoolFromBytes(data)
+	if err != nil {
+		return err
+	}
+	c.mtime = fi.ModTime()
+	c.opts = x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	return nil
+}
+
+// verifyOptions is x509request.VerifyOptionFunc; a bundle that became
+// unreadable keeps the last good one, as upstream's file watcher does.
+func (c *caFile) verifyOptions() (x509.VerifyOptions, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.load()
+	return c.opts, c.opts.Roots != nil
 }
 
 // ListenAndServe serves h over TLS until ctx ends.

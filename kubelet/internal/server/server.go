@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 
@@ -51,9 +52,11 @@ type Server struct {
 	NodeName string
 	Host     Host
 	Runtime  internalapi.RuntimeService
-	Authn    authenticator.Request
-	Authz    authorizer.UnconditionalAuthorizer
-	Log      *zap.Logger
+	// Profiling serves /debug/pprof/ (enableProfilingHandler).
+	Profiling bool
+	Authn     authenticator.Request
+	Authz     authorizer.UnconditionalAuthorizer
+	Log       *zap.Logger
 	// Stats answers /stats/summary; nil serves none.
 	Stats interface {
 		Summary(ctx context.Context) (*statsapi.Summary, error)
@@ -67,6 +70,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /pods", s.pods)
 	if s.Stats != nil {
 		mux.HandleFunc("GET /stats/summary", s.summary)
+		mux.Handle("GET /metrics/resource", resourceMetrics(s.Stats, s.Log))
 	}
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", s.logs)
 	for _, p := range []string{"/exec/{ns}/{pod}/{container}", "/exec/{ns}/{pod}/{uid}/{container}"} {
@@ -77,6 +81,14 @@ func (s *Server) Handler() http.Handler {
 	}
 	for _, p := range []string{"/portForward/{ns}/{pod}", "/portForward/{ns}/{pod}/{uid}"} {
 		mux.HandleFunc(p, s.portForward)
+	}
+	if s.Profiling {
+		// As upstream's enableProfilingHandler: authorized as nodes/proxy.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return s.auth(mux)
 }

@@ -27,6 +27,16 @@ var (
 	ErrSource      = errors.New("volume source unavailable")
 )
 
+// sourceError is an ErrSource worded as upstream words it, so the
+// FailedMount Events of both kubelets read the same.
+type sourceError struct {
+	msg string
+	err error
+}
+
+func (e sourceError) Error() string   { return e.msg }
+func (e sourceError) Unwrap() []error { return []error{ErrSource, e.err} }
+
 // Sources reads the API objects volumes project.
 type Sources interface {
 	ConfigMap(ctx context.Context, namespace, name string) (*v1.ConfigMap, error)
@@ -115,6 +125,16 @@ func (m *Manager) setupOne(ctx context.Context, pod *v1.Pod, vol *v1.Volume) (co
 		p := dir(plugin)
 		if payload == nil { // an optional source that is absent: an empty directory
 			payload = map[string]File{}
+		}
+		if vol.ConfigMap == nil {
+			// Secrets, tokens and the downward API stay off the disk: on a
+			// tmpfs, as upstream's memory-backed wrappers of these plugins.
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return containerconfig.HostVolume{}, err
+			}
+			if err := m.Mount.MountTmpfs(p, 0); err != nil {
+				return containerconfig.HostVolume{}, err
+			}
 		}
 		if _, err := writeAtomic(p, payload); err != nil {
 			return containerconfig.HostVolume{}, err
@@ -342,7 +362,7 @@ func (m *Manager) token(ctx context.Context, pod *v1.Pod, tp *v1.ServiceAccountT
 		fresh, err := m.Src.Token(ctx, pod.Namespace, pod.Spec.ServiceAccountName, req)
 		if err != nil {
 			if tr == nil || now.After(tr.Status.ExpirationTimestamp.Time) {
-				return fmt.Errorf("%w: token for service account %q: %w", ErrSource, pod.Spec.ServiceAccountName, err)
+				return sourceError{msg: "failed to fetch token: " + err.Error(), err: err}
 			}
 			// keep serving the still-valid token; the next sync retries
 		} else {

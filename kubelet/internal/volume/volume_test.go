@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -21,10 +22,11 @@ import (
 )
 
 type fakeSources struct {
-	cms     map[string]*v1.ConfigMap
-	secrets map[string]*v1.Secret
-	tokens  int
-	reqs    []authv1.TokenRequestSpec
+	cms      map[string]*v1.ConfigMap
+	secrets  map[string]*v1.Secret
+	tokens   int
+	reqs     []authv1.TokenRequestSpec
+	tokenErr error
 }
 
 func (f *fakeSources) ConfigMap(_ context.Context, ns, name string) (*v1.ConfigMap, error) {
@@ -42,6 +44,9 @@ func (f *fakeSources) Secret(_ context.Context, ns, name string) (*v1.Secret, er
 }
 
 func (f *fakeSources) Token(_ context.Context, _, _ string, req *authv1.TokenRequest) (*authv1.TokenRequest, error) {
+	if f.tokenErr != nil {
+		return nil, f.tokenErr
+	}
 	f.tokens++
 	f.reqs = append(f.reqs, req.Spec)
 	out := req.DeepCopy()
@@ -138,7 +143,12 @@ func TestSetup(t *testing.T) {
 	if d := cmp.Diff(wantFiles, files); d != "" {
 		t.Errorf("files (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{vd("kubernetes.io~empty-dir", "mem")}, mnt.tmpfs); d != "" {
+	// Memory emptyDirs, and secrets, tokens and downward API files as upstream; configMaps stay on disk.
+	wantTmpfs := []string{vd("kubernetes.io~empty-dir", "mem"), vd("kubernetes.io~secret", "sec"),
+		vd("kubernetes.io~downward-api", "dw"), vd("kubernetes.io~projected", "proj")}
+	sort.Strings(wantTmpfs)
+	sort.Strings(mnt.tmpfs)
+	if d := cmp.Diff(wantTmpfs, mnt.tmpfs); d != "" {
 		t.Errorf("tmpfs mounts (-want +got):\n%s", d)
 	}
 	wantReq := []authv1.TokenRequestSpec{{ExpirationSeconds: ptr.To[int64](3607),
@@ -191,6 +201,26 @@ func TestSetupMissingSource(t *testing.T) {
 	}
 	if _, serr := os.Stat(Dir(m.RootDir, "u1", "kubernetes.io~secret", "opt")); serr != nil {
 		t.Errorf("an absent optional secret should still be an (empty) volume: %v", serr)
+	}
+}
+
+// TestTokenRefused: a refused token request fails the volume with
+// upstream's wording, so both kubelets' FailedMount Events read the same.
+func TestTokenRefused(t *testing.T) {
+	refused := apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts"}, "default",
+		errors.New("node requested token bound to a pod scheduled on a different node"))
+	m := &Manager{RootDir: t.TempDir(), Src: &fakeSources{tokenErr: refused}, Mount: &fakeMounter{}}
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"}, Spec: v1.PodSpec{
+		ServiceAccountName: "default", Volumes: []v1.Volume{{Name: "kube-api-access-x", VolumeSource: v1.VolumeSource{
+			Projected: &v1.ProjectedVolumeSource{Sources: []v1.VolumeProjection{{ServiceAccountToken: &v1.ServiceAccountTokenProjection{
+				Path: "token", ExpirationSeconds: ptr.To[int64](3607)}}}}}}}}}
+	_, err := m.Setup(context.Background(), pod)
+	if !errors.Is(err, ErrSource) || !errors.Is(err, refused) {
+		t.Errorf("err = %v, want ErrSource wrapping the API error", err)
+	}
+	want := `MountVolume.SetUp failed for volume "kube-api-access-x" : failed to fetch token: serviceaccounts "default" is forbidden: node requested token bound to a pod scheduled on a different node`
+	if err == nil || err.Error() != want {
+		t.Errorf("message\n got %v\nwant %s", err, want)
 	}
 }
 
