@@ -91,6 +91,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	}
 	labels := map[string]string{labelKind: kindContainer, labelName: name, labelSandboxID: sb.ID, labelCreated: nowNanos(),
 		labelLogPath: logPath, labelImageRef: img.ID, labelImageName: imgName}
+	opts = append(opts, withUserLabel(labels)) // last: see withUserLabel
 	cimg, err := s.unpacked(cctx, img)
 	if err != nil {
 		return nil, toStatus(err, "unpack image")
@@ -103,7 +104,6 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(labels),
-		withUserLabel,
 		containerd.WithContainerExtension(extContainerCfg, ext),
 		captureMeta(&rec),
 	)
@@ -182,26 +182,17 @@ func withSupplementalGIDs(groups []int64) oci.SpecOpts {
 	}
 }
 
-// withUserLabel records the process identity the spec ended with, so that
-// ContainerStatus reports it without decoding the spec each time. It runs
-// after the spec and the labels are set.
-func withUserLabel(ctx context.Context, _ *containerd.Client, c *containers.Container) error {
-	if c.Spec == nil {
+// withUserLabel records the process identity the spec ended with in
+// labels (the map later given to WithContainerLabels), so that
+// ContainerStatus reports it without decoding the spec. It must be the last
+// spec option: it reads the user the others settled.
+func withUserLabel(labels map[string]string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process != nil {
+			labels[labelUser] = formatUser(s.Process.User)
+		}
 		return nil
 	}
-	v, err := typeurl.UnmarshalAny(c.Spec)
-	if err != nil {
-		return err
-	}
-	sp, ok := v.(*specs.Spec)
-	if !ok || sp.Process == nil {
-		return nil
-	}
-	if c.Labels == nil {
-		c.Labels = map[string]string{}
-	}
-	c.Labels[labelUser] = formatUser(sp.Process.User)
-	return nil
 }
 
 func formatUser(u specs.User) string {

@@ -21,7 +21,7 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 		}
 		c := rec.Config
 		out.Containers = append(out.Containers, &runtime.Container{
-			Id: rec.ID, PodSandboxId: rec.SandboxID, Metadata: c.GetMetadata(), Image: containerStatus(rec).Image,
+			Id: rec.ID, PodSandboxId: rec.SandboxID, Metadata: c.GetMetadata(), Image: containerImageSpec(rec),
 			ImageRef: rec.ImageRef, ImageId: rec.ImageRef, State: rec.State, CreatedAt: rec.Created,
 			Labels: c.GetLabels(), Annotations: c.GetAnnotations(),
 		})

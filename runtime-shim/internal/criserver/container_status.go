@@ -21,17 +21,23 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	return resp, nil
 }
 
+// containerImageSpec is the image a container reports: the name it was
+// created from, resolved (see CreateContainer), else as requested.
+func containerImageSpec(rec *containerRec) *runtime.ImageSpec {
+	if rec.Image != "" {
+		return &runtime.ImageSpec{Image: rec.Image, Annotations: rec.Config.GetImage().GetAnnotations()}
+	}
+	return rec.Config.GetImage()
+}
+
 func containerStatus(rec *containerRec) *runtime.ContainerStatus {
 	c := rec.Config
 	st := &runtime.ContainerStatus{
 		Id: rec.ID, Metadata: c.GetMetadata(), State: rec.State,
 		CreatedAt: rec.Created, StartedAt: rec.Started, FinishedAt: rec.Finished,
-		Image: c.GetImage(), ImageRef: rec.ImageRef, ImageId: rec.ImageRef,
+		Image: containerImageSpec(rec), ImageRef: rec.ImageRef, ImageId: rec.ImageRef,
 		Labels: c.GetLabels(), Annotations: c.GetAnnotations(), Mounts: c.GetMounts(), LogPath: rec.LogPath,
 		User: &runtime.ContainerUser{Linux: parseUser(rec.Labels[labelUser])},
-	}
-	if rec.Image != "" {
-		st.Image = &runtime.ImageSpec{Image: rec.Image, Annotations: c.GetImage().GetAnnotations()}
 	}
 	if rec.State == runtime.ContainerState_CONTAINER_EXITED {
 		st.ExitCode, st.Reason = rec.ExitCode, rec.Reason

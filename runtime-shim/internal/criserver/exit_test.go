@@ -10,12 +10,15 @@ import (
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -127,5 +130,22 @@ func TestExitVisibleOnceComplete(t *testing.T) {
 	}
 	if got := ctrs.m[id].Labels[labelFinished]; got != "30" {
 		t.Errorf("finished label = %q, want 30 (durable exit)", got)
+	}
+}
+
+// TestWithUserLabel: the user label is taken from the finished spec, and
+// ContainerStatus reads it back.
+func TestWithUserLabel(t *testing.T) {
+	labels := map[string]string{}
+	sp := &oci.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 2000, AdditionalGids: []uint32{2000, 3}}}}
+	if err := withUserLabel(labels)(context.Background(), nil, nil, sp); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[string]string{labelUser: "1000:2000:2000,3"}, labels); d != "" {
+		t.Errorf("labels (-want +got):\n%s", d)
+	}
+	want := &runtime.LinuxContainerUser{Uid: 1000, Gid: 2000, SupplementalGroups: []int64{2000, 3}}
+	if d := cmp.Diff(want, parseUser(labels[labelUser]), protocmp.Transform()); d != "" {
+		t.Errorf("parsed (-want +got):\n%s", d)
 	}
 }
