@@ -282,8 +282,12 @@ func TestRestartPolicy(t *testing.T) {
 		}
 		// The container restarts every few seconds and the kubelet removes
 		// older dead instances, so a read can race with that removal: retry.
+		// The upstream kubelet can publish a lastState whose container its GC
+		// has just removed and keep it until the back-off (up to 40 s at
+		// this restart count) ends, with any runtime: poll across the next
+		// restart.
 		var logs string
-		err := wait.PollUntilContextTimeout(f.Ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(f.Ctx, time.Second, 100*time.Second, true, func(ctx context.Context) (bool, error) {
 			var err error
 			logs, err = f.Logs("always", "c", true)
 			return err == nil && logs == "ran\n", nil
