@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,10 @@ type LinuxOS struct {
 	// double the netlink round trips when binding thousands of Service IPs.
 	linksMu sync.Mutex
 	links   map[string]netlink.Link
+	// ipsetH writes small ipset changes over netlink (NETLINK_NETFILTER),
+	// opened on first use.
+	ipsetMu sync.Mutex
+	ipsetH  *netlink.Handle
 	// Trace, when set, sees every command run (for tests and debugging).
 	Trace func(cmd string, stdin []byte, err error)
 }
@@ -92,6 +97,9 @@ func (l *LinuxOS) Close() {
 	l.h.Close()
 	if l.batch != nil {
 		l.batch.close()
+	}
+	if l.ipsetH != nil {
+		l.ipsetH.Close()
 	}
 	for {
 		select {
@@ -377,7 +385,125 @@ func (l *LinuxOS) IPSetEntries(names ...string) (map[string][]string, error) {
 	return res, nil
 }
 
+// ipsetNetlinkMax is the largest change written over netlink, one request
+// per entry; a larger one goes to one ipset restore. Starting a process
+// costs about 10 ms in user-mode-linux, most of a one-Service change (a
+// new endpoint's loop-back entry); a request per entry of a first sync's
+// tens of thousands costs more than the process.
+const ipsetNetlinkMax = 64
+
 func (l *LinuxOS) UpdateIPSets(add, del map[string][]string) error {
+	n := 0
+	for _, es := range add {
+		n += len(es)
+	}
+	for _, es := range del {
+		n += len(es)
+	}
+	if n == 0 {
+		return nil
+	}
+	if n <= ipsetNetlinkMax {
+		if err := l.updateIPSetsNetlink(add, del); err == nil {
+			return nil
+		}
+		// ipset restore says which entry is wrong and how; the netlink
+		// requests done so far are redone (-exist).
+	}
+	return l.updateIPSetsRestore(add, del)
+}
+
+// updateIPSetsNetlink is ipset restore's "add/del SET ENTRY -exist" over
+// netlink: no NLM_F_EXCL is what -exist sets.
+func (l *LinuxOS) updateIPSetsNetlink(add, del map[string][]string) error {
+	l.ipsetMu.Lock()
+	defer l.ipsetMu.Unlock()
+	if l.ipsetH == nil {
+		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		l.ipsetH = h
+	}
+	type req struct {
+		do   func(string, *netlink.IPSetEntry) error
+		set  string
+		text string
+		ent  *netlink.IPSetEntry
+	}
+	// Every entry parsed before any is written: one this cannot send
+	// leaves the whole change to ipset restore.
+	var reqs []req
+	for _, op := range []struct {
+		m  map[string][]string
+		do func(string, *netlink.IPSetEntry) error
+	}{{del, l.ipsetH.IpsetDel}, {add, l.ipsetH.IpsetAdd}} {
+		for _, n := range sortedKeys(op.m) {
+			for _, e := range op.m[n] {
+				ent, err := parseSetEntry(e)
+				if err != nil {
+					return err
+				}
+				ent.Replace = true
+				reqs = append(reqs, req{op.do, n, e, ent})
+			}
+		}
+	}
+	for _, r := range reqs {
+		if err := r.do(r.set, r.ent); err != nil {
+			return fmt.Errorf("ipset %s %s: %w", r.set, r.text, err)
+		}
+	}
+	return nil
+}
+
+// errSetEntry is an entry parseSetEntry does not know.
+var errSetEntry = errors.New("unsupported ipset entry")
+
+// parseSetEntry reads the hash entries this plane writes (contribution):
+// "IP,PROTO:PORT" (hash:ip,port), and that followed by ",IP"
+// (hash:ip,port,ip) or ",CIDR" (hash:ip,port,net). Not bitmap:port's
+// "PORT": netlink.IPSetEntry always sends a protocol with a port, which
+// bitmap:port refuses.
+func parseSetEntry(e string) (*netlink.IPSetEntry, error) {
+	parts := strings.Split(e, ",")
+	if len(parts) < 2 || len(parts) > 3 {
+		return nil, fmt.Errorf("%w %q", errSetEntry, e)
+	}
+	ip, err := netip.ParseAddr(parts[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", errSetEntry, e, err)
+	}
+	protoName, portStr, ok := strings.Cut(parts[1], ":")
+	proto, known := map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}[protoName]
+	if !ok || !known {
+		return nil, fmt.Errorf("%w %q: protocol:port", errSetEntry, e)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", errSetEntry, e, err)
+	}
+	p := uint16(port)
+	ent := &netlink.IPSetEntry{IP: net.IP(ip.AsSlice()), Protocol: &proto, Port: &p}
+	if len(parts) == 3 {
+		if strings.Contains(parts[2], "/") {
+			pf, err := netip.ParsePrefix(parts[2])
+			if err != nil {
+				return nil, fmt.Errorf("%w %q: %w", errSetEntry, e, err)
+			}
+			ent.IP2, ent.CIDR2 = net.IP(pf.Masked().Addr().AsSlice()), uint8(pf.Bits())
+		} else {
+			ip2, err := netip.ParseAddr(parts[2])
+			if err != nil {
+				return nil, fmt.Errorf("%w %q: %w", errSetEntry, e, err)
+			}
+			ent.IP2 = net.IP(ip2.AsSlice())
+		}
+	}
+	return ent, nil
+}
+
+func (l *LinuxOS) updateIPSetsRestore(add, del map[string][]string) error {
 	var b bytes.Buffer
 	for _, n := range sortedKeys(del) {
 		for _, e := range del[n] {

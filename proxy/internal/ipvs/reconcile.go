@@ -14,9 +14,9 @@ import (
 )
 
 // reconcileChunk is how many virtual servers' real servers one part of a
-// background reconcile reads: applying a part blocks Sync, so parts stay
-// small (a few milliseconds of comparing).
-const reconcileChunk = 256
+// background reconcile reads: applying a part blocks Sync, and reading it
+// competes with Sync for the CPU, so parts stay small (a few milliseconds).
+const reconcileChunk = 32
 
 // writes records what Sync and Reap wrote to the kernel after the
 // background reconcile's last read: the read is stale there, and applying

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +17,13 @@ type Runner struct {
 	min, max time.Duration
 	trigger  chan struct{}
 	work     chan func()
+	// holding is set while a triggered run waits out minInterval.
+	holding atomic.Bool
 }
+
+// Holding says a triggered run is waiting out minInterval: the change is
+// held on purpose, and other work need not wait for it.
+func (r *Runner) Holding() bool { return r.holding.Load() }
 
 // NewRunner builds a runner; Run starts it.
 func NewRunner(fn func(), minInterval, maxInterval time.Duration) *Runner {
@@ -67,11 +74,13 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		if wait := r.min - time.Since(last); !last.IsZero() && wait > 0 {
 			t := time.NewTimer(wait)
+			r.holding.Store(true)
 		waiting:
 			for {
 				select {
 				case <-ctx.Done():
 					t.Stop()
+					r.holding.Store(false)
 					return
 				case f := <-r.work:
 					f()
@@ -79,6 +88,7 @@ func (r *Runner) Run(ctx context.Context) {
 					break waiting
 				}
 			}
+			r.holding.Store(false)
 		}
 		// Triggers that came in while waiting are served by this run.
 		select {

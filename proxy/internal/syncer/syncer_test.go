@@ -12,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
@@ -269,5 +270,43 @@ func TestRunnerSyncsBeforeHeldWork(t *testing.T) {
 	defer mu.Unlock()
 	if d := cmp.Diff([]string{"sync", "sync", "work"}, order); d != "" {
 		t.Errorf("order (-want +got):\n%s", d)
+	}
+}
+
+// A background reconcile's part waits while a change is pending or a sync
+// runs (its reads would slow the change's sync), but not for a change that
+// minSyncPeriod holds back on purpose.
+func TestReconcileWaitsForChanges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
+		Families: []v1.IPFamily{v1.IPv4Protocol}, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.needFull = false
+	waits := func() bool {
+		c, stop := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer stop()
+		return s.waitNoChange(c) != nil
+	}
+	for _, tc := range []struct {
+		name      string
+		set       func()
+		wantWaits bool
+	}{
+		{name: "nothing pending", set: func() {}, wantWaits: false},
+		{name: "change pending", set: func() { s.dirty.Insert(types.NamespacedName{Name: "web"}) }, wantWaits: true},
+		{name: "change held by minSyncPeriod", set: func() { s.dirty.Insert(types.NamespacedName{Name: "web"}); s.runner.holding.Store(true) }, wantWaits: false},
+		{name: "full sync pending", set: func() { s.needFull = true }, wantWaits: true},
+		{name: "sync running", set: func() { s.syncing.Store(true) }, wantWaits: true},
+	} {
+		s.dirty, s.needFull = sets.New[types.NamespacedName](), false
+		s.syncing.Store(false)
+		s.runner.holding.Store(false)
+		tc.set()
+		if got := waits(); got != tc.wantWaits {
+			t.Errorf("%s: waited %v, want %v", tc.name, got, tc.wantWaits)
+		}
 	}
 }
