@@ -92,6 +92,8 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	labels := map[string]string{labelKind: kindContainer, labelName: name, labelSandboxID: sb.ID, labelCreated: nowNanos(),
 		labelLogPath: logPath, labelImageRef: img.ID, labelImageName: imgName}
 	opts = append(opts, withUserLabel(labels)) // last: see withUserLabel
+	tin := taskInputs{snapshotter: s.cfg.Snapshotter, snapshotKey: id}
+	opts = append(opts, withTaskInputs(&tin))
 	cimg, err := s.unpacked(cctx, img)
 	if err != nil {
 		return nil, toStatus(err, "unpack image")
@@ -111,6 +113,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		return nil, toStatus(err, "create container")
 	}
 	s.rememberContainer(rec)
+	s.keepTaskInputs(id, tin)
 	s.emit(ctx, id, sb.ID, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	s.log.Info("container created", zap.String("id", id), zap.String("name", name))
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil

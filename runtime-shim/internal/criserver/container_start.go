@@ -32,7 +32,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not ready", sb.ID)
 	}
 	cctx := s.ctx(ctx)
-	ctr, err := s.client.LoadContainer(cctx, rec.ID)
+	tin, err := s.takeTaskInputs(cctx, rec.ID)
 	if err != nil {
 		return nil, toStatus(err, "load container")
 	}
@@ -47,17 +47,13 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 			labelStarted: nowNanos(), labelFinished: nowNanos(), labelExitCode: "128", labelReason: "StartError"})
 		return toStatus(err, reason)
 	}
-	task, err := ctr.NewTask(cctx, cio.creator())
+	task, pid, err := s.newInitTask(cctx, rec.ID, tin, cio.dio)
 	if err != nil {
 		return nil, fail("create task", err)
 	}
-	exitCh, err := task.Wait(context.WithoutCancel(cctx))
-	if err != nil {
-		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
-		return nil, fail("wait task", err)
-	}
+	exitCh := task.wait(context.WithoutCancel(cctx))
 	// Known to the monitors before it runs: lists then never miss it.
-	s.setLive(rec.ID, task.Pid())
+	s.setLive(rec.ID, pid)
 	// Taken before Start: the exit time comes from the runc shim, and a
 	// process that exits at once must not read as finished before started.
 	started := nowNanos()
@@ -65,10 +61,10 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 	// start overwrites it below.
 	recorded := make(chan error, 1)
 	go func() { recorded <- s.setLabels(cctx, rec.ID, map[string]string{labelStarted: started}) }()
-	if err := task.Start(cctx); err != nil {
+	if err := task.startInit(cctx); err != nil {
 		<-recorded
 		s.dropLive(rec.ID)
-		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
+		_ = task.deleteInit(context.WithoutCancel(cctx))
 		return nil, fail("start task", err)
 	}
 	if err := <-recorded; err != nil {

@@ -104,6 +104,7 @@ type Service struct {
 
 	imageMetas imageMetas                // image configs by target digest (imagemeta.go)
 	procs      map[string]*specs.Process // containers' process specs, for exec (execproc.go)
+	taskIns    map[string]taskInputs     // created containers' task inputs, for start (task_create.go)
 }
 
 // New builds a Service; Recover must run before serving.

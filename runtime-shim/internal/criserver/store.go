@@ -321,6 +321,7 @@ func (s *Service) unindexContainer(id string) {
 	s.dropIndexed(s.ctrs, id)
 	s.mu.Lock()
 	delete(s.procs, id)
+	delete(s.taskIns, id)
 	s.mu.Unlock()
 }
 func (s *Service) containerIDs() []string { return s.indexedIDs(s.ctrs) }
