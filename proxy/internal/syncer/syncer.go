@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -291,18 +292,9 @@ func (s *Syncer) refreshHostAddresses() bool {
 	return changed
 }
 
-func (s *Syncer) hostAddressLoop(ctx context.Context) {
-	t := time.NewTicker(hostAddressPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if s.refreshHostAddresses() {
-				s.queued(true)
-			}
-		}
+func (s *Syncer) refreshHostAddressesAndQueue(context.Context) {
+	if s.refreshHostAddresses() {
+		s.queued(true)
 	}
 }
 
@@ -332,24 +324,15 @@ func (s *Syncer) Run(ctx context.Context) error {
 	s.log.Info("caches synced; starting sync loop", zap.String("dataPlane", s.plane.Name()),
 		zap.Duration("minSyncPeriod", s.opts.MinSyncPeriod), zap.Duration("syncPeriod", s.opts.SyncPeriod))
 	if r, ok := s.plane.(Reaper); ok {
-		go func() {
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := r.Reap(); err != nil {
-						s.log.Warn("draining real servers", zap.Error(err))
-					}
-				}
+		go wait.UntilWithContext(ctx, func(context.Context) {
+			if err := r.Reap(); err != nil {
+				s.log.Warn("draining real servers", zap.Error(err))
 			}
-		}()
+		}, 2*time.Second)
 	}
 	s.ctx = ctx
 	s.refreshHostAddresses()
-	go s.hostAddressLoop(ctx)
+	go wait.UntilWithContext(ctx, s.refreshHostAddressesAndQueue, hostAddressPeriod)
 	if r, ok := s.plane.(BackgroundReconciler); ok {
 		go s.reconcileLoop(ctx, r)
 	}
