@@ -56,6 +56,11 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		CgroupPath: s.cgroupPath(sb.Config.GetLinux().GetCgroupParent(), id),
 		OOMMin:     s.oom, SeccompRoot: filepath.Join(s.cfg.RootDir, "seccomp"), RRO: s.feat.RRO,
 	}
+	// A sandbox made by a shim without shared /dev/shm has no mount there:
+	// its containers keep their own, as before.
+	if shm := s.sandboxShm(sb.ID); fileExists(shm) {
+		in.SandboxShm = shm
+	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
 		tc, err := s.getContainer(ctx, t)
 		if err != nil {
@@ -94,15 +99,12 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	opts = append(opts, withUserLabel(labels)) // last: see withUserLabel
 	tin := taskInputs{snapshotter: s.cfg.Snapshotter, snapshotKey: id}
 	opts = append(opts, withTaskInputs(&tin))
-	cimg, err := s.unpacked(cctx, img)
-	if err != nil {
-		return nil, toStatus(err, "unpack image")
-	}
+	cimg := img.ImageConfig // config reads cached
 	var rec containers.Container
 	_, err = s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		containerd.WithNewSnapshot(id, cimg, userns.snapshotOpts()...),
+		s.withNewSnapshot(id, cimg, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(labels),

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/pkg/netns"
+	"golang.org/x/sys/unix"
 )
 
 // OSHost is the real Host: netns via containerd's netns package.
@@ -48,4 +49,29 @@ func (OSHost) OOMScoreAdjMin() (int64, error) {
 		return 0, fmt.Errorf("parse oom_score_adj: %w", err)
 	}
 	return v, nil
+}
+
+// shmSize is a Pod's /dev/shm size, containerd's CRI default (64 MiB).
+const shmSize = 64 << 20
+
+// MountShm mounts the tmpfs that a Pod's containers share as /dev/shm, with
+// containerd's CRI flags and size.
+func (OSHost) MountShm(path string) error {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("shm", path, "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV,
+		fmt.Sprintf("mode=1777,size=%d", shmSize)); err != nil {
+		return fmt.Errorf("mount shm at %s: %w", path, err)
+	}
+	return nil
+}
+
+// UnmountShm detaches the Pod's /dev/shm; not mounted or gone is fine.
+func (OSHost) UnmountShm(path string) error {
+	err := unix.Unmount(path, unix.MNT_DETACH)
+	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return fmt.Errorf("unmount shm at %s: %w", path, err)
 }

@@ -41,6 +41,9 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 			return nil, toStatus(err, "delete pause container")
 		}
 	}
+	if err := s.host.UnmountShm(s.sandboxShm(sb.ID)); err != nil {
+		return nil, toStatus(err, "sandbox /dev/shm")
+	}
 	_ = os.RemoveAll(s.sandboxDir(sb.ID))
 	s.unindexSandbox(sb.ID)
 	s.dropLive(sb.ID)

@@ -93,6 +93,15 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	undo = append(undo, func() { _ = os.RemoveAll(dir) })
 
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	// Containers that share the Pod's IPC namespace share its /dev/shm too,
+	// as with containerd's CRI: POSIX shared memory then works across them.
+	if nsOpts.GetIpc() != runtime.NamespaceMode_NODE {
+		shm := s.sandboxShm(id)
+		if err := s.host.MountShm(shm); err != nil {
+			return nil, toStatus(err, "sandbox /dev/shm")
+		}
+		undo = append(undo, func() { _ = s.host.UnmountShm(shm) })
+	}
 	hostNet := nsOpts.GetNetwork() == runtime.NamespaceMode_NODE
 	var nsPath string
 	if !hostNet {

@@ -64,6 +64,10 @@ func (s *Service) stopSandbox(ctx context.Context, sb *sandboxRec) error {
 			return toStatus(err, "remove netns")
 		}
 	}
+	// Nothing runs in the Pod any more: free its /dev/shm (as containerd).
+	if err := s.host.UnmountShm(s.sandboxShm(sb.ID)); err != nil {
+		return toStatus(err, "sandbox /dev/shm")
+	}
 	stopped := map[string]string{labelState: "stopped"}
 	if _, err := ctr.SetLabels(cctx, stopped); err != nil {
 		return toStatus(err, "record sandbox state")

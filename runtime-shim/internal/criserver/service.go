@@ -70,6 +70,10 @@ type Host interface {
 	RemoveNetNS(path string) error
 	// OOMScoreAdjMin is the lowest oom_score_adj this process may give a child.
 	OOMScoreAdjMin() (int64, error)
+	// MountShm mounts a Pod's shared /dev/shm (a tmpfs) at path;
+	// UnmountShm undoes it, and a path that is not mounted is fine.
+	MountShm(path string) error
+	UnmountShm(path string) error
 }
 
 // Network attaches and detaches Pods.
@@ -130,7 +134,15 @@ func (s *Service) ctx(ctx context.Context) context.Context {
 
 func (s *Service) sandboxesDir() string        { return filepath.Join(s.cfg.StateDir, "sandboxes") }
 func (s *Service) sandboxDir(id string) string { return filepath.Join(s.sandboxesDir(), id) }
-func (s *Service) fifoDir() string             { return filepath.Join(s.cfg.StateDir, "fifo") }
+
+// sandboxShm is where a Pod's shared /dev/shm is mounted (see RunPodSandbox).
+func (s *Service) sandboxShm(id string) string { return filepath.Join(s.sandboxDir(id), "shm") }
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+func (s *Service) fifoDir() string { return filepath.Join(s.cfg.StateDir, "fifo") }
 
 // runcOptions keeps runc's state private to this shim's state dir instead
 // of the host-wide /run/containerd/runc.

@@ -24,6 +24,7 @@ type specInput struct {
 	Sandbox     *runtime.PodSandboxConfig
 	Image       imagespec.ImageConfig
 	SandboxDir  string // holds hostname, hosts, resolv.conf
+	SandboxShm  string // the Pod's shared /dev/shm, "" if it has none
 	NetNSPath   string // "" for host network
 	SandboxPID  uint32 // pause process, whose ipc/uts/pid namespaces containers join
 	TargetPID   uint32 // for NamespaceMode_TARGET
@@ -105,7 +106,7 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 	}
 
 	// Files the sandbox provides unless the kubelet mounts its own.
-	opts = append(opts, oci.WithMounts(sandboxFileMounts(in, c.GetMounts())))
+	opts = append(opts, withoutDefaultShm(in, c.GetMounts()), oci.WithMounts(sandboxFileMounts(in, c.GetMounts())))
 	mounts, err := criMounts(c.GetMounts(), in.RRO)
 	if err != nil {
 		return nil, err
@@ -317,8 +318,42 @@ func sandboxFileMounts(in specInput, user []*runtime.Mount) []specs.Mount {
 		}
 		out = append(out, specs.Mount{Destination: dst, Source: filepath.Join(in.SandboxDir, f), Type: "bind", Options: o})
 	}
+	// /dev/shm: the host's with the host IPC namespace, else the Pod's
+	// shared one, writable even with a read-only rootfs (as containerd).
+	shm := in.SandboxShm
+	if in.Sandbox.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtime.NamespaceMode_NODE {
+		shm = devShm
+	}
+	if shm != "" && !taken[devShm] {
+		out = append(out, specs.Mount{Destination: devShm, Source: shm, Type: "bind", Options: []string{"rbind", "rprivate", "rw"}})
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Destination < out[j].Destination })
 	return out
+}
+
+const devShm = "/dev/shm"
+
+// withoutDefaultShm drops the default spec's private /dev/shm tmpfs when
+// the sandbox or the kubelet provides /dev/shm, so only one is mounted.
+func withoutDefaultShm(in specInput, user []*runtime.Mount) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		hostIPC := in.Sandbox.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtime.NamespaceMode_NODE
+		provided := in.SandboxDir != "" && (in.SandboxShm != "" || hostIPC) // see sandboxFileMounts
+		for _, m := range user {
+			provided = provided || filepath.Clean(m.GetContainerPath()) == devShm
+		}
+		if !provided {
+			return nil
+		}
+		kept := s.Mounts[:0]
+		for _, m := range s.Mounts {
+			if filepath.Clean(m.Destination) != devShm {
+				kept = append(kept, m)
+			}
+		}
+		s.Mounts = kept
+		return nil
+	}
 }
 
 func nsPath(pid uint32, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }

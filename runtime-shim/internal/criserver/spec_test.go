@@ -22,6 +22,7 @@ type specSummary struct {
 	OOM         int
 	Namespaces  []specs.LinuxNamespace
 	Mounts      []specs.Mount // non-default mounts only
+	ShmSources  []string      // every mount at /dev/shm, in order
 	NoNewPrivs  bool
 	ReadonlyFS  bool
 	Seccomp     bool
@@ -59,6 +60,9 @@ func generate(t testing.TB, in specInput) (*specSummary, error) {
 	for _, m := range s.Mounts {
 		if m.Type == "bind" {
 			sum.Mounts = append(sum.Mounts, m)
+		}
+		if m.Destination == "/dev/shm" {
+			sum.ShmSources = append(sum.ShmSources, m.Source)
 		}
 	}
 	return sum, nil
@@ -100,7 +104,7 @@ func TestContainerSpec(t *testing.T) {
 				in.Config.Linux = &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{OomScoreAdj: -997, MemoryLimitInBytes: 1 << 20}}
 			},
 			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", OOM: 0, Namespaces: defaultNS,
-				Mounts: sbMounts, Seccomp: false, Cgroup: "/kubepods/pod1/c1", MemoryLimit: 1 << 20},
+				Mounts: sbMounts, Seccomp: false, Cgroup: "/kubepods/pod1/c1", MemoryLimit: 1 << 20, ShmSources: []string{"shm"}},
 		},
 		{
 			name: "command, args, env, workdir and security from CRI",
@@ -123,7 +127,7 @@ func TestContainerSpec(t *testing.T) {
 					{Destination: "/etc/resolv.conf", Type: "bind", Source: "/sb/resolv.conf", Options: []string{"rbind", "rprivate", "ro"}},
 					{Destination: "/etc/hosts", Type: "bind", Source: "/h", Options: []string{"rbind", "rslave", "ro"}},
 				},
-				NoNewPrivs: true, ReadonlyFS: true, CapsAdded: true, Cgroup: "/kubepods/pod1/c1"},
+				NoNewPrivs: true, ReadonlyFS: true, CapsAdded: true, Cgroup: "/kubepods/pod1/c1", ShmSources: []string{"shm"}},
 		},
 		{
 			name: "host network",
@@ -139,7 +143,7 @@ func TestContainerSpec(t *testing.T) {
 					{Destination: "/etc/resolv.conf", Type: "bind", Source: "/etc/resolv.conf", Options: []string{"rbind", "ro"}},
 					{Destination: "/etc/hostname", Type: "bind", Source: "/sb/hostname", Options: []string{"rbind", "rprivate", "rw"}},
 				},
-				Cgroup: "/kubepods/pod1/c1"},
+				Cgroup: "/kubepods/pod1/c1", ShmSources: []string{"shm"}},
 		},
 		{
 			name: "RuntimeDefault seccomp",
@@ -148,7 +152,36 @@ func TestContainerSpec(t *testing.T) {
 					Seccomp: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}}
 			},
 			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", Namespaces: defaultNS,
-				Mounts: sbMounts, Seccomp: true, Cgroup: "/kubepods/pod1/c1"},
+				Mounts: sbMounts, Seccomp: true, Cgroup: "/kubepods/pod1/c1", ShmSources: []string{"shm"}},
+		},
+		{
+			name:   "the Pod's shared /dev/shm replaces the private one",
+			mutate: func(in *specInput) { in.SandboxShm = "/sb/shm" },
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", Namespaces: defaultNS,
+				Mounts:     append([]specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/sb/shm", Options: []string{"rbind", "rprivate", "rw"}}}, sbMounts...),
+				ShmSources: []string{"/sb/shm"}, Cgroup: "/kubepods/pod1/c1"},
+		},
+		{
+			name: "host IPC uses the host's /dev/shm",
+			mutate: func(in *specInput) {
+				in.SandboxShm = ""
+				in.Sandbox.Linux = &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+					NamespaceOptions: &runtime.NamespaceOption{Ipc: runtime.NamespaceMode_NODE}}}
+			},
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w",
+				Namespaces: []specs.LinuxNamespace{defaultNS[0], defaultNS[2], defaultNS[3], defaultNS[4]},
+				Mounts:     append([]specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind", "rprivate", "rw"}}}, sbMounts...),
+				ShmSources: []string{"/dev/shm"}, Cgroup: "/kubepods/pod1/c1"},
+		},
+		{
+			name: "the kubelet's /dev/shm mount wins over the Pod's",
+			mutate: func(in *specInput) {
+				in.SandboxShm = "/sb/shm"
+				in.Config.Mounts = []*runtime.Mount{{ContainerPath: "/dev/shm", HostPath: "/em"}}
+			},
+			want: &specSummary{Args: []string{"/ep", "dflt"}, Env: []string{"PATH=/bin"}, Cwd: "/w", Namespaces: defaultNS,
+				Mounts:     append(append([]specs.Mount{}, sbMounts...), specs.Mount{Destination: "/dev/shm", Type: "bind", Source: "/em", Options: []string{"rbind", "rprivate", "rw"}}),
+				ShmSources: []string{"/em"}, Cgroup: "/kubepods/pod1/c1"},
 		},
 		{
 			name:   "no command anywhere",

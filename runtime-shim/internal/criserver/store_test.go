@@ -126,6 +126,8 @@ type fakeHost struct{}
 func (fakeHost) NewNetNS(string) (string, error) { return "", nil }
 func (fakeHost) RemoveNetNS(string) error        { return nil }
 func (fakeHost) OOMScoreAdjMin() (int64, error)  { return -1000, nil }
+func (fakeHost) MountShm(string) error           { return nil }
+func (fakeHost) UnmountShm(string) error         { return nil }
 
 func fakeContainer(t *testing.T, id string, labels map[string]string) *containersapi.Container {
 	t.Helper()

@@ -85,6 +85,29 @@ func TestLifecycleAndRestart(t *testing.T) {
 	logPath := filepath.Join(pcfg.LogDirectory, "main", "0.log")
 	waitLog(t, s, logPath, " stdout F hello", " stderr F oops")
 
+	// The Pod's containers share one /dev/shm (POSIX shared memory across
+	// them), as with containerd's CRI.
+	scfg := &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: "side"},
+		Image:    &runtime.ImageSpec{Image: testBusybox},
+		Command:  []string{"/bin/sh", "-c", "exec sleep 100000"},
+		LogPath:  "side/0.log",
+	}
+	sr, err := s.cri.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: pod, Config: scfg, SandboxConfig: pcfg})
+	if err != nil {
+		t.Fatalf("CreateContainer side: %v\n%s", err, s.shimLog.String())
+	}
+	side := sr.GetContainerId()
+	if _, err := s.cri.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: side}); err != nil {
+		t.Fatalf("StartContainer side: %v\n%s", err, s.shimLog.String())
+	}
+	if r := execSync(t, s, ctr, "sh", "-c", "echo shared > /dev/shm/x"); r.ExitCode != 0 {
+		t.Fatalf("write /dev/shm: exit %d %q", r.ExitCode, r.Stderr)
+	}
+	if r := execSync(t, s, side, "cat", "/dev/shm/x"); string(r.Stdout) != "shared\n" {
+		t.Fatalf("/dev/shm not shared: %q exit %d %q", r.Stdout, r.ExitCode, r.Stderr)
+	}
+
 	before := snapshot(t, s, ctx)
 	if n := len(before.pods); n != 1 {
 		t.Fatalf("want 1 pod, got %d", n)
@@ -135,6 +158,9 @@ func TestLifecycleAndRestart(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(s.dir, "shim-state", "netns")); len(ents) != 0 {
 		t.Fatalf("netns left behind: %v", ents)
+	}
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), pod) {
+		t.Fatalf("a mount of the removed Pod is left behind:\n%s", mounts)
 	}
 }
 
