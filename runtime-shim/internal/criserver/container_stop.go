@@ -56,8 +56,11 @@ func (s *Service) stopContainer(ctx context.Context, rec *containerRec, timeout 
 				}
 			}
 		}
-		if err := task.Kill(cctx, sig); err != nil && !errdefs.IsNotFound(err) {
-			return toStatus(err, "signal task")
+		if err := task.Kill(cctx, sig); err != nil {
+			if !exitedMeanwhile(cctx, task, exitCh, err) {
+				return toStatus(err, "signal task")
+			}
+			return s.awaitRecorded(ctx, rec.ID)
 		}
 		select {
 		case <-exitCh:
@@ -67,8 +70,11 @@ func (s *Service) stopContainer(ctx context.Context, rec *containerRec, timeout 
 			return toStatus(ctx.Err(), "stop container")
 		}
 	}
-	if err := task.Kill(cctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
-		return toStatus(err, "kill task")
+	if err := task.Kill(cctx, syscall.SIGKILL, containerd.WithKillAll); err != nil {
+		if !exitedMeanwhile(cctx, task, exitCh, err) {
+			return toStatus(err, "kill task")
+		}
+		return s.awaitRecorded(ctx, rec.ID)
 	}
 	select {
 	case <-exitCh:
@@ -76,6 +82,26 @@ func (s *Service) stopContainer(ctx context.Context, rec *containerRec, timeout 
 		return toStatus(ctx.Err(), "stop container")
 	}
 	return s.awaitRecorded(ctx, rec.ID)
+}
+
+// exitedMeanwhile reports whether a failed kill only raced with the task's
+// own exit: the exit monitor deletes an exited task (finishExit), and
+// containerd closes that task's shim connection on delete, so a kill in
+// between fails (NotFound, or "ttrpc: closed" with no error type to match)
+// although nothing is left to stop. It consumes exitCh.
+func exitedMeanwhile(ctx context.Context, task containerd.Task, exitCh <-chan containerd.ExitStatus, err error) bool {
+	if errdefs.IsNotFound(err) {
+		return true
+	}
+	select {
+	case <-exitCh:
+		return true
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+		return false
+	}
+	_, serr := task.Status(ctx)
+	return errdefs.IsNotFound(serr)
 }
 
 // awaitRecorded waits briefly for the monitor to record the exit, so a
