@@ -6,15 +6,11 @@ import (
 	"testing"
 
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/typeurl/v2"
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/nodesuite/nodesuite/runtime-shim/internal/config"
 )
 
 // TestProcessSpecReadOnce: exec reads a container's process spec from
@@ -30,14 +26,7 @@ func TestProcessSpecReadOnce(t *testing.T) {
 	c := fakeContainer(t, id, nil)
 	c.Spec = &anypb.Any{TypeUrl: sp.GetTypeUrl(), Value: sp.GetValue()}
 	ctrs := &fakeContainers{m: map[string]*containersapi.Container{id: c}}
-	client, err := containerd.NewWithConn(nil, containerd.WithServices(containerd.WithContainerClient(ctrs)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFakeService(t, ctrs, nil)
 	s.rememberContainer(containers.Container{ID: id, Labels: c.Labels, Extensions: map[string]typeurl.Any{extContainerCfg: c.Extensions[extContainerCfg]}})
 	for range 3 {
 		got, err := s.processSpec(ctx, id)

@@ -9,11 +9,9 @@ import (
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,8 +19,6 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/nodesuite/nodesuite/runtime-shim/internal/config"
 )
 
 // Update applies the label paths of the mask, as containerd does for SetLabels.
@@ -72,15 +68,7 @@ func TestExitVisibleOnceComplete(t *testing.T) {
 	id := strings.Repeat("e", 64)
 	ctrs := &fakeContainers{m: map[string]*containersapi.Container{id: fakeContainer(t, id, map[string]string{labelStarted: "20"})}}
 	tasks := &fakeTasks{m: map[string]*tasktypes.Process{}, broken: map[string]bool{}}
-	client, err := containerd.NewWithConn(nil, containerd.WithServices(
-		containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFakeService(t, ctrs, tasks)
 	if err := s.Recover(ctx); err != nil { // no tasks yet: only the index
 		t.Fatal(err)
 	}

@@ -121,6 +121,25 @@ func (f *fakeTasks) List(context.Context, *tasksapi.ListTasksRequest, ...grpc.Ca
 	return resp, nil
 }
 
+// newFakeService is a Service over fake containerd containers and, unless
+// tasks is nil, tasks.
+func newFakeService(t *testing.T, ctrs *fakeContainers, tasks *fakeTasks) *Service {
+	t.Helper()
+	opts := []containerd.ServicesOpt{containerd.WithContainerClient(ctrs)}
+	if tasks != nil {
+		opts = append(opts, containerd.WithTaskClient(tasks))
+	}
+	client, err := containerd.NewWithConn(nil, containerd.WithServices(opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 type fakeHost struct{}
 
 func (fakeHost) NewNetNS(string) (string, error) { return "", nil }
@@ -163,15 +182,7 @@ func TestGetContainerUsesIndex(t *testing.T) {
 	sandbox := "5b" + fmt.Sprintf("%062d", 0)
 	ctrs.m[sandbox] = &containersapi.Container{ID: sandbox, Labels: map[string]string{labelKind: kindSandbox}}
 
-	client, err := containerd.NewWithConn(nil, containerd.WithServices(
-		containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFakeService(t, ctrs, tasks)
 	// Recover with no tasks yet, so it only rebuilds the index (it would
 	// otherwise adopt running tasks and record exits).
 	live := tasks.m
@@ -256,15 +267,7 @@ func TestStateReadRacesExit(t *testing.T) {
 			id := fmt.Sprintf("%064d", 7)
 			ctrs := &fakeContainers{m: map[string]*containersapi.Container{id: fakeContainer(t, id, nil)}}
 			tasks := &fakeTasks{m: map[string]*tasktypes.Process{id: {ID: id, Status: tasktypes.Status_RUNNING, Pid: 42}}, broken: map[string]bool{}}
-			client, err := containerd.NewWithConn(nil, containerd.WithServices(
-				containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newFakeService(t, ctrs, tasks)
 			s.indexContainer(id)
 			s.setLive(id, 42) // StartContainer registers the task with the monitors before starting it
 			// Just started (its start not yet recorded); after the first
@@ -305,15 +308,7 @@ func TestListUsesMonitors(t *testing.T) {
 		unwatched: fakeContainer(t, unwatched, map[string]string{labelStarted: "2"}),
 	}}
 	tasks := &fakeTasks{m: map[string]*tasktypes.Process{unwatched: {ID: unwatched, Status: tasktypes.Status_RUNNING, Pid: 9}}, broken: map[string]bool{}}
-	client, err := containerd.NewWithConn(nil, containerd.WithServices(
-		containerd.WithContainerClient(ctrs), containerd.WithTaskClient(tasks)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(config.Config{StateDir: t.TempDir(), ContainerdNamespace: "test"}, client, nil, fakeHost{}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newFakeService(t, ctrs, tasks)
 	// Recover with no tasks, so it only rebuilds the index.
 	withTasks := tasks.m
 	tasks.m = map[string]*tasktypes.Process{}
