@@ -276,32 +276,28 @@ func (s *Service) getSandbox(ctx context.Context, id string) (*sandboxRec, error
 // label and only their tasks are read, so the cost does not grow with the
 // rest of the node.
 func (s *Service) listContainersOf(ctx context.Context, sandboxID string) ([]*containerRec, error) {
+	var ids []string
 	if ms, ok := s.metas(s.ctrs); ok {
-		var out []*containerRec
 		for id, m := range ms {
-			if m.labels[labelSandboxID] != sandboxID {
-				continue
+			if m.labels[labelSandboxID] == sandboxID {
+				ids = append(ids, id)
 			}
-			rec, err := s.loadContainer(ctx, id)
-			if errdefs.IsNotFound(err) {
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			out = append(out, rec)
 		}
-		return out, nil
+	} else {
+		cs, err := s.client.ContainerService().List(s.ctx(ctx),
+			kindFilter(kindContainer)+","+fmt.Sprintf(`labels.%q==%s`, labelSandboxID, sandboxID))
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
 	}
-	cs, err := s.client.ContainerService().List(s.ctx(ctx),
-		kindFilter(kindContainer)+","+fmt.Sprintf(`labels.%q==%s`, labelSandboxID, sandboxID))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*containerRec, 0, len(cs))
-	for _, c := range cs {
-		rec, err := s.loadContainer(ctx, c.ID)
+	out := make([]*containerRec, 0, len(ids))
+	for _, id := range ids {
+		rec, err := s.loadContainer(ctx, id)
 		if errdefs.IsNotFound(err) {
-			continue
+			continue // removed meanwhile
 		} else if err != nil {
 			return nil, err
 		}
