@@ -8,7 +8,7 @@
 
 RTSHIM_FUZZTIME ?= 20s
 
-RTSHIM_BENCH_FLAGS ?= --rounds 40 --background 10
+RTSHIM_BENCH_FLAGS ?= --rounds 60 --background 10
 
 .PHONY: runtime-shim-fuzz runtime-shim-integration bench-runtime-shim
 
