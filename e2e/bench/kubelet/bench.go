@@ -49,6 +49,9 @@ type result struct {
 	// burstCPU is the kubelet's CPU time (user+system) while the burst
 	// started, to tell its own cost from the runtime's.
 	burstCPU time.Duration
+	// burstProcs is every process's CPU during the burst, to show where
+	// the burst's time goes (the runtime, the API server, the kubelet).
+	burstProcs burstCPU
 }
 
 func client(kubeconfig string) (kubernetes.Interface, error) {
@@ -111,6 +114,20 @@ func (b *bench) kubeletPID() (int, error) {
 		}
 	}
 	return 0, errors.New("no kubelet in state.json")
+}
+
+// clusterPIDs are the processes the cluster started (etcd, control plane,
+// containerd, kubelet, ...), from its state.
+func (b *bench) clusterPIDs() (map[int]bool, error) {
+	st, err := cluster.LoadState(b.layout.State())
+	if err != nil {
+		return nil, err
+	}
+	pids := map[int]bool{}
+	for _, p := range st.Processes {
+		pids[p.PID] = true
+	}
+	return pids, nil
 }
 
 // kubeletCPU is the node's kubelet's user+system CPU time so far.
@@ -344,9 +361,22 @@ func (b *bench) measure(ctx context.Context, k cluster.Choice) (result, error) {
 	if err != nil {
 		return r, err
 	}
+	all0, err := takeCPU()
+	if err != nil {
+		return r, err
+	}
 	if r.burst, err = b.start(ctx, w, pods.Create, names); err != nil {
 		return r, fmt.Errorf("burst: %w", err)
 	}
+	all1, err := takeCPU()
+	if err != nil {
+		return r, err
+	}
+	clusterPIDs, err := b.clusterPIDs()
+	if err != nil {
+		return r, err
+	}
+	r.burstProcs = cpuBetween(all0, all1, clusterPIDs)
 	cpu1, err := b.kubeletCPU()
 	if err != nil {
 		return r, err
@@ -456,4 +486,7 @@ func report(out io.Writer, up, ours result, single, burst int) {
 	row(fmt.Sprintf("kubelet CPU in burst (n=%d)", burst), float64(up.burstCPU), float64(ours.burstCPU), d, "")
 	row("RSS idle", float64(up.idleRSS), float64(ours.idleRSS), m, "<= 0.50x")
 	row(fmt.Sprintf("RSS with %d Pods", burst), float64(up.podRSS), float64(ours.podRSS), m, "<= 0.50x")
+	fmt.Fprintln(out)
+	up.burstProcs.print(out, "upstream", 10)
+	ours.burstProcs.print(out, "ours", 10)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestPercentile(t *testing.T) {
@@ -45,5 +47,29 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	if _, err := parseStatCPU("garbage"); err == nil {
 		t.Error("garbage parsed")
+	}
+}
+
+func TestCPUBetween(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := cpuSnapshot{at: t0, busy: 10 * time.Second, procs: map[int]procCPU{
+		1: {comm: "containerd", start: 5, own: time.Second, children: time.Second},
+		2: {comm: "kubelet", start: 6, own: 2 * time.Second},
+		3: {comm: "gone", start: 7, own: time.Second},
+		4: {comm: "old", start: 8, own: 9 * time.Second},
+	}}
+	b := cpuSnapshot{at: t0.Add(4 * time.Second), busy: 15 * time.Second, procs: map[int]procCPU{
+		1: {comm: "containerd", ppid: 1, start: 5, own: 2 * time.Second, children: 3 * time.Second},
+		2: {comm: "kubelet", ppid: 1, start: 6, own: 2500 * time.Millisecond},
+		4: {comm: "containerd-shim", ppid: 1, start: 9, own: time.Second}, // PID 4 reused
+		5: {comm: "sh", ppid: 4, start: 10, own: 500 * time.Millisecond},   // a Pod's process
+		6: {comm: "go", ppid: 1, start: 11, own: 4 * time.Second},          // someone else's build
+	}}
+	// Node: containerd 3 + kubelet 0.5 (cluster PIDs) + shim 1 + its child 0.5.
+	want := burstCPU{wall: 4 * time.Second, busy: 5 * time.Second, node: 5 * time.Second, byComm: map[string]time.Duration{
+		"containerd": 3 * time.Second, "kubelet": 500 * time.Millisecond, "containerd-shim": time.Second,
+		"sh": 500 * time.Millisecond, "go": 4 * time.Second}}
+	if d := cmp.Diff(want, cpuBetween(a, b, map[int]bool{1: false, 2: true, 7: true}), cmp.AllowUnexported(burstCPU{})); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

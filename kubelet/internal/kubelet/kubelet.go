@@ -17,15 +17,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
 	"github.com/nodesuite/nodesuite/kubelet/internal/config"
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
@@ -49,8 +47,8 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	var client kubernetes.Interface
-	var events typedcorev1.EventsGetter
+	var client apiclient.Interface
+	var events apiclient.Interface
 	if cfg.Kubeconfig != "" {
 		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 		if err != nil {
@@ -63,7 +61,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		// Upstream's limits: client-go's own default (5 QPS) throttles a
 		// burst of Pod starts on token requests, status patches and Events.
 		rc.QPS, rc.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
-		if client, err = kubernetes.NewForConfig(rc); err != nil {
+		if client, err = apiclient.New(rc); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
 		// Events have a client and limits of their own, as upstream.
@@ -72,7 +70,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		if ec.QPS == 0 {
 			ec.QPS = -1 // no limit
 		}
-		if events, err = typedcorev1.NewForConfig(ec); err != nil {
+		if events, err = apiclient.New(ec); err != nil {
 			return fmt.Errorf("event client: %w", err)
 		}
 	}
@@ -95,9 +93,9 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	var recorder record.EventRecorder
 	if client != nil {
 		b := record.NewBroadcaster(record.WithContext(ctx))
-		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.Events("")})
+		b.StartRecordingToSink(apiclient.EventSink{Client: events})
 		defer b.Shutdown()
-		recorder = b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+		recorder = b.NewRecorder(apiclient.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
 	}
 	alloc := nc.Allocatable()
 	syncer := &podworker.Syncer{RT: rt, RuntimeName: runtimeName, Recorder: recorder, HostIPs: nc.HostIPs(),
@@ -153,7 +151,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 			go nc.Run(ctx)
 		}
 		syncer.RuntimeClassHandler = func(ctx context.Context, name string) (string, error) {
-			rc, err := client.NodeV1().RuntimeClasses().Get(ctx, name, metav1.GetOptions{})
+			rc, err := client.RuntimeClasses().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return "", err
 			}

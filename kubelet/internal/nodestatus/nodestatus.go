@@ -18,11 +18,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/component-helpers/apimachinery/lease"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 )
 
 // Machine is what the node reports about itself; read from the host by
@@ -60,10 +60,13 @@ type Config struct {
 	LeaseDuration  int32
 }
 
+// LeaseNamespace holds the node Leases.
+const LeaseNamespace = "kube-node-lease"
+
 // Controller owns the Node object and its Lease.
 type Controller struct {
 	Cfg     Config
-	Client  kubernetes.Interface
+	Client  apiclient.Interface
 	Runtime internalapi.RuntimeService
 	Machine Machine
 	Log     *zap.Logger
@@ -245,7 +248,7 @@ func (c *Controller) Node(ctx context.Context) *v1.Node {
 // Register creates the Node, or adopts the existing one (merging our labels).
 func (c *Controller) Register(ctx context.Context) error {
 	n := c.Node(ctx)
-	created, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	created, err := c.Client.Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err == nil {
 		c.Log.Info("registered node", zap.String("node", created.Name))
 		c.last = &created.Status
@@ -254,7 +257,7 @@ func (c *Controller) Register(ctx context.Context) error {
 	if !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("register node: %w", err)
 	}
-	existing, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+	existing, err := c.Client.Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("get existing node: %w", err)
 	}
@@ -268,7 +271,7 @@ func (c *Controller) Register(ctx context.Context) error {
 		}
 	}
 	if changed {
-		if _, err := c.Client.CoreV1().Nodes().Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Client.Nodes().Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("update existing node: %w", err)
 		}
 	}
@@ -278,7 +281,7 @@ func (c *Controller) Register(ctx context.Context) error {
 
 // Update writes the status when it changed or the report period passed.
 func (c *Controller) Update(ctx context.Context, force bool) error {
-	node, err := c.Client.CoreV1().Nodes().Get(ctx, c.Cfg.NodeName, metav1.GetOptions{})
+	node, err := c.Client.Nodes().Get(ctx, c.Cfg.NodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		c.Log.Info("node deleted; registering again")
 		return c.Register(ctx)
@@ -293,7 +296,7 @@ func (c *Controller) Update(ctx context.Context, force bool) error {
 	node.Status.Capacity, node.Status.Allocatable = st.Capacity, st.Allocatable
 	node.Status.Addresses, node.Status.NodeInfo, node.Status.DaemonEndpoints = st.Addresses, st.NodeInfo, st.DaemonEndpoints
 	node.Status.Conditions = mergeConditions(node.Status.Conditions, st.Conditions)
-	updated, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+	updated, err := c.Client.Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	if err != nil {
 		return fmt.Errorf("update node status: %w", err)
 	}
@@ -348,9 +351,10 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	lc := lease.NewController(clock.RealClock{}, c.Client, c.Cfg.NodeName, c.Cfg.LeaseDuration, nil,
-		10*time.Second, c.Cfg.NodeName, "kube-node-lease", c.setOwner)
-	go lc.Run(ctx)
+	lr := &leaseRenewer{client: c.Client.Leases(LeaseNamespace), name: c.Cfg.NodeName, ns: LeaseNamespace,
+		duration: c.Cfg.LeaseDuration, interval: 10 * time.Second, clock: clock.RealClock{}, prepare: c.setOwner,
+		log: c.Log.Named("lease")}
+	go lr.run(ctx)
 	t := time.NewTicker(c.Cfg.UpdateFreq)
 	defer t.Stop()
 	for {
@@ -371,7 +375,7 @@ func (c *Controller) setOwner(l *coordinationv1.Lease) error {
 	if len(l.OwnerReferences) > 0 {
 		return nil
 	}
-	n, err := c.Client.CoreV1().Nodes().Get(context.Background(), c.Cfg.NodeName, metav1.GetOptions{})
+	n, err := c.Client.Nodes().Get(context.Background(), c.Cfg.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return nil // the Lease is still renewed; the owner is set next time
 	}

@@ -15,6 +15,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient/apiclienttest"
 )
 
 func controller(client *fake.Clientset, rs *critest.FakeRuntimeService, clk *clocktesting.FakeClock) *Controller {
@@ -23,7 +25,7 @@ func controller(client *fake.Clientset, rs *critest.FakeRuntimeService, clk *clo
 			Taints: []v1.Taint{{Key: "k", Effect: v1.TaintEffectNoSchedule}}, MaxPods: 110, KubeletVersion: "v1.37.2-ns",
 			EvictionHard:   map[string]string{"memory.available": "100Mi", "nodefs.available": "10%"},
 			SystemReserved: map[string]string{"cpu": "500m"}, UpdateFreq: 10 * time.Second, ReportFreq: 5 * time.Minute},
-		Client: client, Runtime: rs, Log: zap.NewNop(), Clock: clk,
+		Client: apiclienttest.New(client), Runtime: rs, Log: zap.NewNop(), Clock: clk,
 		Machine: Machine{CPUs: 2, MemoryBytes: 1 << 30, EphemeralBytes: 100 << 30, MachineID: "m", SystemUUID: "s", BootID: "b",
 			KernelVersion: "6.18", OSImage: "Debian", KubeletPort: 10250, Architecture: "amd64", OperatingSystem: "linux"},
 	}

@@ -15,9 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 )
 
 // Sink receives Pods.
@@ -31,7 +32,7 @@ const MirrorAnnotation = "kubernetes.io/config.mirror"
 
 // APIServer watches the Pods bound to the node and the Services env needs.
 type APIServer struct {
-	Client   kubernetes.Interface
+	Client   apiclient.Interface
 	NodeName string
 	Sink     Sink
 
@@ -44,7 +45,7 @@ type APIServer struct {
 // They are built from client-go's cache package directly: the informers
 // factory links every API group's informer and lister into the binary.
 func (a *APIServer) Start(ctx context.Context) {
-	rc := a.Client.CoreV1().RESTClient()
+	rc := a.Client.CoreREST()
 	pods := cache.NewFilteredListWatchFromClient(rc, "pods", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.NodeName).String()
 	})
@@ -107,12 +108,12 @@ func (a *APIServer) WaitForSync(ctx context.Context) error {
 
 // ConfigMap reads a ConfigMap for env.
 func (a *APIServer) ConfigMap(ctx context.Context, ns, name string) (*v1.ConfigMap, error) {
-	return a.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	return a.Client.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 }
 
 // Secret reads a Secret for env and image pulls.
 func (a *APIServer) Secret(ctx context.Context, ns, name string) (*v1.Secret, error) {
-	return a.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	return a.Client.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 }
 
 // Services lists every Service from the informer's cache.
@@ -122,5 +123,5 @@ func (a *APIServer) Services(context.Context) ([]*v1.Service, error) {
 
 // Token requests a ServiceAccount token for a projected volume.
 func (a *APIServer) Token(ctx context.Context, ns, serviceAccount string, req *authv1.TokenRequest) (*authv1.TokenRequest, error) {
-	return a.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
+	return a.Client.ServiceAccounts(ns).CreateToken(ctx, serviceAccount, req, metav1.CreateOptions{})
 }

@@ -18,8 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 )
 
 // Annotations of static Pods, as upstream sets them.
@@ -35,7 +36,7 @@ type Static struct {
 	Dir      string
 	NodeName string
 	Sink     Sink
-	Client   kubernetes.Interface // nil: no mirror Pods
+	Client   apiclient.Interface // nil: no mirror Pods
 	Period   time.Duration
 	Log      *zap.Logger
 
@@ -206,19 +207,19 @@ func (s *Static) syncMirrors(ctx context.Context) {
 		pods = append(pods, p)
 	}
 	s.mu.Unlock()
-	node, err := s.Client.CoreV1().Nodes().Get(ctx, s.NodeName, metav1.GetOptions{})
+	node, err := s.Client.Nodes().Get(ctx, s.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return // mirror Pods wait for the Node, which owns them
 	}
 	for _, p := range pods {
 		hash := p.Annotations[ConfigHashAnnotation]
-		m, err := s.Client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		m, err := s.Client.Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 		if err == nil {
 			if m.Annotations[MirrorAnnotation] == hash && m.DeletionTimestamp == nil {
 				continue
 			}
 			if m.DeletionTimestamp == nil {
-				_ = s.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &m.UID}})
+				_ = s.Client.Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &m.UID}})
 			}
 			continue // recreated next round, once gone
 		}
@@ -230,7 +231,7 @@ func (s *Static) syncMirrors(ctx context.Context) {
 		mirror.Annotations[MirrorAnnotation] = hash
 		ctrl := false
 		mirror.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID, Controller: &ctrl}}
-		if _, err := s.Client.CoreV1().Pods(p.Namespace).Create(ctx, mirror, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		if _, err := s.Client.Pods(p.Namespace).Create(ctx, mirror, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			s.Log.Warn("create mirror pod", zap.String("pod", p.Namespace+"/"+p.Name), zap.Error(err))
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient/apiclienttest"
 )
 
 type sink struct {
@@ -78,7 +80,7 @@ func TestMirrorPods(t *testing.T) {
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "node-uid"}}
 	client := fake.NewSimpleClientset(node)
 	sk := &sink{pods: map[types.UID]*v1.Pod{}}
-	s := &Static{Dir: dir, NodeName: "n1", Sink: sk, Client: client, Log: zap.NewNop()}
+	s := &Static{Dir: dir, NodeName: "n1", Sink: sk, Client: apiclienttest.New(client), Log: zap.NewNop()}
 	if err := s.Load(); err != nil {
 		t.Fatal(err)
 	}

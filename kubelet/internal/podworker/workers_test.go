@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient/apiclienttest"
 	"github.com/nodesuite/nodesuite/kubelet/internal/status"
 )
 
@@ -28,7 +29,7 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 func startWorkers(t *testing.T, f *fixture, client *fake.Clientset, alloc v1.ResourceList) *Workers {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Workers{Syncer: f.syncer, Status: &status.Manager{Client: client}, Log: zap.NewNop(), Resync: 100 * time.Millisecond,
+	w := &Workers{Syncer: f.syncer, Status: &status.Manager{Client: apiclienttest.New(client)}, Log: zap.NewNop(), Resync: 100 * time.Millisecond,
 		Admission: func() admission.Node { return admission.Node{Allocatable: alloc, MaxPods: 10} }}
 	w.Start(ctx)
 	t.Cleanup(func() { cancel(); w.Wait() })

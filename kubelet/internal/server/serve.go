@@ -23,10 +23,11 @@ import (
 	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
 	tokencache "k8s.io/apiserver/pkg/authentication/token/cache"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
-	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/utils/ptr"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 )
 
 // Config is the server's part of the KubeletConfiguration.
@@ -54,7 +55,7 @@ var ErrNoClient = errors.New("webhook authentication and authorization need an A
 // cache), from k8s.io/apiserver's light request authenticators and the
 // webhooks in webhook.go; run is kept for the callers (nothing to start:
 // the client CA file is re-read when it changes).
-func BuildAuth(client kubernetes.Interface, cfg Config) (authenticator.Request, authorizer.UnconditionalAuthorizer, func(context.Context), error) {
+func BuildAuth(client apiclient.Interface, cfg Config) (authenticator.Request, authorizer.UnconditionalAuthorizer, func(context.Context), error) {
 	an := cfg.Authentication
 	var authns []authenticator.Request
 	if an.X509.ClientCAFile != "" {
@@ -72,7 +73,7 @@ func BuildAuth(client kubernetes.Interface, cfg Config) (authenticator.Request, 
 		if ttl == 0 {
 			ttl = 2 * time.Minute
 		}
-		tokens := tokencache.New(tokenWebhook{client.AuthenticationV1().TokenReviews()}, false, ttl, ttl)
+		tokens := tokencache.New(tokenWebhook{client.TokenReviews()}, false, ttl, ttl)
 		authns = append(authns, bearertoken.New(tokens), websocket.NewProtocolAuthenticator(tokens))
 	}
 	anon := ptr.Deref(an.Anonymous.Enabled, false)
@@ -103,7 +104,7 @@ func BuildAuth(client kubernetes.Interface, cfg Config) (authenticator.Request, 
 		if deny == 0 {
 			deny = 30 * time.Second
 		}
-		authz = newSARWebhook(client.AuthorizationV1().SubjectAccessReviews(), allow, deny)
+		authz = newSARWebhook(client.SubjectAccessReviews(), allow, deny)
 	default:
 		return nil, nil, nil, fmt.Errorf("%w: unknown authorization mode %q", ErrConfig, cfg.Authorization.Mode)
 	}

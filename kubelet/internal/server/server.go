@@ -23,7 +23,6 @@ import (
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/util/flushwriter"
-	translator "k8s.io/apiserver/pkg/util/proxy"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	crilogs "k8s.io/cri-client/pkg/logs"
@@ -262,19 +261,36 @@ func (r responder) Error(w http.ResponseWriter, _ *http.Request, err error) {
 	http.Error(w, err.Error(), http.StatusInternalServerError)
 }
 
-// stream proxies an upgraded request to the runtime's streaming URL; a
-// WebSocket request (the API server forwards kubectl's v5 WebSockets) is
-// translated to the SPDY the runtime speaks.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, u *url.URL, opts *remotecommandserver.Options) {
-	var h http.Handler = proxy.NewUpgradeAwareHandler(u, nil, false, true, responder{s.Log})
-	if opts != nil && wsstream.IsWebSocketRequestWithStreamCloseProtocol(r) {
-		h = translator.NewStreamTranslatorHandler(u, nil, 0, translator.Options{Stdin: opts.Stdin, Stdout: opts.Stdout,
-			Stderr: opts.Stderr, Tty: opts.TTY})
+// stream proxies an upgraded request to the runtime's streaming URL.
+//
+// WebSocket streams (kubectl's v5 protocol, port-forward tunnelled over
+// WebSocket) reach this kubelet as SPDY: the Node does not declare the
+// ExtendWebSocketsToKubelet feature, so the API server translates them, as
+// it does for an upstream kubelet with that gate off. The translator in
+// k8s.io/apiserver/pkg/util/proxy is not linked: that package also links
+// client-go's whole clientset and informers. A client that sends them to
+// the kubelet directly gets a 400 saying so.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, u *url.URL) {
+	proxy.NewUpgradeAwareHandler(u, nil, false, true, responder{s.Log}).ServeHTTP(w, r)
+}
+
+// ErrWebSocketStreaming is the answer to a WebSocket stream sent to the
+// kubelet directly; through the API server it works.
+var ErrWebSocketStreaming = errors.New("WebSocket streaming (v5.channel.k8s.io, SPDY tunnelling) is not served by this kubelet " +
+	"(it does not declare ExtendWebSocketsToKubelet); connect through the API server, which translates it to SPDY")
+
+func refuseWebSocket(w http.ResponseWriter, r *http.Request) bool {
+	if wsstream.IsWebSocketRequestWithStreamCloseProtocol(r) || wsstream.IsWebSocketRequestWithTunnelingProtocol(r) {
+		http.Error(w, ErrWebSocketStreaming.Error(), http.StatusBadRequest)
+		return true
 	}
-	h.ServeHTTP(w, r)
+	return false
 }
 
 func (s *Server) execTarget(w http.ResponseWriter, r *http.Request) (*remotecommandserver.Options, string, bool) {
+	if refuseWebSocket(w, r) {
+		return nil, "", false
+	}
 	opts, err := remotecommandserver.NewOptions(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -304,7 +320,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.Runtime.Exec(r.Context(), &runtimeapi.ExecRequest{ContainerId: id, Cmd: r.URL.Query()["command"],
 		Tty: opts.TTY, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr})
-	s.proxyTo(w, r, resp.GetUrl(), err, opts)
+	s.proxyTo(w, r, resp.GetUrl(), err)
 }
 
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
@@ -314,19 +330,17 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := s.Runtime.Attach(r.Context(), &runtimeapi.AttachRequest{ContainerId: id, Tty: opts.TTY,
 		Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr})
-	s.proxyTo(w, r, resp.GetUrl(), err, opts)
+	s.proxyTo(w, r, resp.GetUrl(), err)
 }
 
 func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
-	tunnel := wsstream.IsWebSocketRequestWithTunnelingProtocol(r)
-	var ports []int32
-	if !tunnel {
-		o, err := portforward.NewV4Options(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		ports = o.Ports
+	if refuseWebSocket(w, r) {
+		return
+	}
+	o, err := portforward.NewV4Options(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
 	pod, ok := s.pod(r.PathValue("ns"), r.PathValue("pod"), types.UID(r.PathValue("uid")))
 	if !ok {
@@ -338,7 +352,7 @@ func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
-	resp, err := s.Runtime.PortForward(r.Context(), &runtimeapi.PortForwardRequest{PodSandboxId: sb, Port: ports})
+	resp, err := s.Runtime.PortForward(r.Context(), &runtimeapi.PortForwardRequest{PodSandboxId: sb, Port: o.Ports})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -348,14 +362,10 @@ func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	var h http.Handler = proxy.NewUpgradeAwareHandler(u, nil, false, true, responder{s.Log})
-	if tunnel {
-		h = translator.NewTunnelingHandler(h)
-	}
-	h.ServeHTTP(w, r)
+	s.stream(w, r, u)
 }
 
-func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, raw string, err error, opts *remotecommandserver.Options) {
+func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, raw string, err error) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -365,5 +375,5 @@ func (s *Server) proxyTo(w http.ResponseWriter, r *http.Request, raw string, err
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	s.stream(w, r, u, opts)
+	s.stream(w, r, u)
 }

@@ -139,3 +139,43 @@ func TestAttributes(t *testing.T) {
 		}
 	}
 }
+
+// TestWebSocketStreamsRefused: WebSocket exec and tunnelled port-forward
+// reach this kubelet only from clients that bypass the API server; they get
+// a 400 that says why (the API server translates them to SPDY).
+func TestWebSocketStreamsRefused(t *testing.T) {
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u"}, Spec: v1.PodSpec{Containers: []v1.Container{{Name: "c"}}}}
+	host := fakeHost{pods: []*v1.Pod{pod}, cs: map[string]*runtimeapi.ContainerStatus{
+		"c/current": {Id: "c1", State: runtimeapi.ContainerState_CONTAINER_RUNNING}}}
+	s := &Server{NodeName: "vm", Host: host, Runtime: critest.NewFakeRuntimeService(), Authn: tokenAuth{}, Authz: &recordingAuthz{}, Log: zap.NewNop()}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	type got struct {
+		Code int
+		Body string
+	}
+	refused := got{400, ErrWebSocketStreaming.Error() + "\n"}
+	for _, tc := range []struct {
+		name, method, path, upgrade, protocol string
+		want                                  got
+	}{
+		{"exec v5", "GET", "/exec/ns/p/c?command=sh&input=1&output=1", "websocket", "v5.channel.k8s.io", refused},
+		{"attach v5", "GET", "/attach/ns/p/c?output=1", "websocket", "v5.channel.k8s.io", refused},
+		{"port-forward tunnel", "GET", "/portForward/ns/p", "websocket", "SPDY/3.1+portforward.k8s.io", refused},
+	} {
+		req, _ := http.NewRequest(tc.method, ts.URL+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer good")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", tc.upgrade)
+		req.Header.Set("Sec-WebSocket-Protocol", tc.protocol)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if d := cmp.Diff(tc.want, got{resp.StatusCode, string(b)}); d != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, d)
+		}
+	}
+}

@@ -24,12 +24,12 @@ import (
 // retries with back-off (a failed review fails that request; the client
 // retries) and the metrics.
 
-// TokenReviewer creates TokenReviews (client.AuthenticationV1().TokenReviews()).
+// TokenReviewer creates TokenReviews (client.TokenReviews()).
 type TokenReviewer interface {
 	Create(ctx context.Context, tr *authnv1.TokenReview, opts metav1.CreateOptions) (*authnv1.TokenReview, error)
 }
 
-// SubjectAccessReviewer creates SubjectAccessReviews (client.AuthorizationV1().SubjectAccessReviews()).
+// SubjectAccessReviewer creates SubjectAccessReviews (client.SubjectAccessReviews()).
 type SubjectAccessReviewer interface {
 	Create(ctx context.Context, sar *authzv1.SubjectAccessReview, opts metav1.CreateOptions) (*authzv1.SubjectAccessReview, error)
 }

@@ -29,6 +29,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/utils/ptr"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient/apiclienttest"
 )
 
 type fakeTokenReviewer struct {
@@ -198,7 +200,7 @@ func TestBuildAuth(t *testing.T) {
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(anon)},
 		}, Authorization: kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook}}
-		authn, authz, _, err := BuildAuth(client, cfg)
+		authn, authz, _, err := BuildAuth(apiclienttest.New(client), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

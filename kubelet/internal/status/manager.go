@@ -12,14 +12,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
 )
 
 // Manager writes Pod statuses to the API server, as upstream's status
 // manager does: a strategic merge patch with the Pod UID as precondition,
 // skipped when nothing changed, and the final delete once nothing runs.
 type Manager struct {
-	Client kubernetes.Interface // nil when standalone
+	Client apiclient.Interface // nil when standalone
 
 	mu   sync.Mutex
 	last map[types.UID]v1.PodStatus
@@ -54,7 +55,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) error {
 	target := pod
 	if m.Client != nil && isStatic(pod) {
 		// A static Pod's status goes to its mirror Pod, as upstream.
-		mirror, err := m.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		mirror, err := m.Client.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil || mirror.Annotations["kubernetes.io/config.mirror"] != pod.Annotations["kubernetes.io/config.hash"] {
 			target = nil // no mirror yet: written on a later sync
 		} else {
@@ -75,7 +76,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) error {
 		if err != nil {
 			return fmt.Errorf("status patch: %w", err)
 		}
-		if _, err := m.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch,
+		if _, err := m.Client.Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch,
 			metav1.PatchOptions{}, "status"); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("patch status of %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
@@ -97,7 +98,7 @@ func (m *Manager) FinishDeletion(ctx context.Context, pod *v1.Pod) error {
 	}
 	zero := int64(0)
 	uid := pod.UID
-	err := m.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+	err := m.Client.Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
 		Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("finish deletion of %s/%s: %w", pod.Namespace, pod.Name, err)

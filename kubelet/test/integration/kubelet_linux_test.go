@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient/apiclienttest"
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
 	"github.com/nodesuite/nodesuite/kubelet/internal/pleg"
@@ -55,7 +56,7 @@ func startKubelet(t *testing.T, s *stack, client *fake.Clientset) *kubelet {
 		ImageBackoff: backoff.New(5 * time.Minute), Log: log, Clock: clock.RealClock{},
 		Node: containerconfig.Node{Name: "kubeletit", RootDir: filepath.Join(s.Dir, "kubelet"), PodLogsDir: filepath.Join(s.Dir, "pod-logs"),
 			CgroupDriver: "cgroupfs", CgroupRoot: "/" + CgroupRoot, ResolvConf: resolv, MemoryBytes: 8 << 30}}
-	w := &podworker.Workers{Syncer: syncer, Status: &status.Manager{Client: client}, Log: log, Resync: 2 * time.Second}
+	w := &podworker.Workers{Syncer: syncer, Status: &status.Manager{Client: apiclienttest.New(client)}, Log: log, Resync: 2 * time.Second}
 	w.Start(ctx)
 	for _, p := range listPods(t, client) {
 		w.Update(p)
