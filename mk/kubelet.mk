@@ -30,8 +30,10 @@ test-kubelet-compat: cluster-cli build
 ## bench-kubelet: Pod start latency p50/p99 (1 Pod x20, burst of 50) and
 ## kubelet RSS (idle, 50 Pods), ours vs upstream on the same node in one
 ## run, printed as ratios (e2e/bench/kubelet); it also logs each kubelet's
-## RssAnon/RssFile. KUBELET_BENCH_FLAGS passes e.g. -single=5 -burst=10, or
-## -profiles=DIR to save both kubelets' heap profiles (/debug/pprof/heap).
+## RssAnon/RssFile and prints the CPU-s each command used during the burst
+## (the node's processes vs other work on the machine). KUBELET_BENCH_FLAGS
+## passes e.g. -single=5 -burst=10, -rounds=2 (upstream/ours alternating,
+## ABBA, pooled), or -profiles=DIR to save both kubelets' heap profiles.
 bench-kubelet: cluster-cli build
 	@bash kubelet/test/compat/run.sh bench
 

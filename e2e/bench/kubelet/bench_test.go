@@ -53,23 +53,41 @@ func TestParseStatCPU(t *testing.T) {
 func TestCPUBetween(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	a := cpuSnapshot{at: t0, busy: 10 * time.Second, procs: map[int]procCPU{
-		1: {comm: "containerd", start: 5, own: time.Second, children: time.Second},
-		2: {comm: "kubelet", start: 6, own: 2 * time.Second},
-		3: {comm: "gone", start: 7, own: time.Second},
-		4: {comm: "old", start: 8, own: 9 * time.Second},
+		10: {comm: "containerd", ppid: 1, start: 5, own: time.Second, children: time.Second},
+		11: {comm: "kubelet", ppid: 1, start: 6, own: 2 * time.Second},
+		12: {comm: "gone", ppid: 1, start: 7, own: time.Second},
+		13: {comm: "old", ppid: 1, start: 8, own: 9 * time.Second},
 	}}
 	b := cpuSnapshot{at: t0.Add(4 * time.Second), busy: 15 * time.Second, procs: map[int]procCPU{
-		1: {comm: "containerd", ppid: 1, start: 5, own: 2 * time.Second, children: 3 * time.Second},
-		2: {comm: "kubelet", ppid: 1, start: 6, own: 2500 * time.Millisecond},
-		4: {comm: "containerd-shim", ppid: 1, start: 9, own: time.Second}, // PID 4 reused
-		5: {comm: "sh", ppid: 4, start: 10, own: 500 * time.Millisecond},   // a Pod's process
-		6: {comm: "go", ppid: 1, start: 11, own: 4 * time.Second},          // someone else's build
+		10: {comm: "containerd", ppid: 1, start: 5, own: 2 * time.Second, children: 3 * time.Second},
+		11: {comm: "kubelet", ppid: 1, start: 6, own: 2500 * time.Millisecond},
+		13: {comm: "containerd-shim", ppid: 1, start: 9, own: time.Second}, // PID 13 reused
+		14: {comm: "sh", ppid: 13, start: 10, own: 500 * time.Millisecond}, // a Pod's process
+		15: {comm: "go", ppid: 1, start: 11, own: 4 * time.Second},         // someone else's build
 	}}
-	// Node: containerd 3 + kubelet 0.5 (cluster PIDs) + shim 1 + its child 0.5.
+	// Node: containerd 3 + kubelet 0.5 (cluster PIDs) + the shim 1 + its child 0.5.
 	want := burstCPU{wall: 4 * time.Second, busy: 5 * time.Second, node: 5 * time.Second, byComm: map[string]time.Duration{
 		"containerd": 3 * time.Second, "kubelet": 500 * time.Millisecond, "containerd-shim": time.Second,
 		"sh": 500 * time.Millisecond, "go": 4 * time.Second}}
-	if d := cmp.Diff(want, cpuBetween(a, b, map[int]bool{1: false, 2: true, 7: true}), cmp.AllowUnexported(burstCPU{})); d != "" {
+	if d := cmp.Diff(want, cpuBetween(a, b, map[int]bool{10: true, 11: true, 12: true}), cmp.AllowUnexported(burstCPU{})); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	ms := time.Millisecond
+	rs := []result{
+		{kubelet: "ours", single: []time.Duration{1 * ms}, burst: []time.Duration{10 * ms, 20 * ms}, idleRSS: 30, podRSS: 40,
+			burstCPU: 2 * time.Second, burstProcs: []burstCPU{{wall: time.Second}}},
+		{kubelet: "ours", single: []time.Duration{2 * ms}, burst: []time.Duration{30 * ms, 40 * ms}, idleRSS: 10, podRSS: 50,
+			burstCPU: 4 * time.Second, burstProcs: []burstCPU{{wall: 2 * time.Second}}},
+		{kubelet: "ours", single: []time.Duration{3 * ms}, burst: []time.Duration{50 * ms, 60 * ms}, idleRSS: 20, podRSS: 60,
+			burstCPU: 6 * time.Second, burstProcs: []burstCPU{{wall: 3 * time.Second}}},
+	}
+	want := result{kubelet: "ours", single: []time.Duration{1 * ms, 2 * ms, 3 * ms},
+		burst: []time.Duration{10 * ms, 20 * ms, 30 * ms, 40 * ms, 50 * ms, 60 * ms}, idleRSS: 20, podRSS: 50,
+		burstCPU: 4 * time.Second, burstProcs: []burstCPU{{wall: time.Second}, {wall: 2 * time.Second}, {wall: 3 * time.Second}}}
+	if d := cmp.Diff(want, merge(rs), cmp.AllowUnexported(result{}, burstCPU{})); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 }

@@ -16,6 +16,7 @@ import (
 // containerd, so their time shows in their parents' children time.
 type procCPU struct {
 	comm          string
+	ppid          int
 	start         uint64 // start time, to tell a reused PID
 	own, children time.Duration
 }
@@ -62,6 +63,7 @@ func takeCPU() (cpuSnapshot, error) {
 // its parent's children time.
 type burstCPU struct {
 	wall, busy time.Duration
+	p99        time.Duration // the round's burst start latency, to read beside its CPU
 	byComm     map[string]time.Duration
 	// node is the cluster's own processes (etcd, the control plane,
 	// containerd, the kubelet), the shims and every Pod's processes: the
@@ -122,6 +124,6 @@ func (c burstCPU) print(out io.Writer, name string, top int) {
 		parts = append(parts, fmt.Sprintf("%s %.1f", e.k, e.v.Seconds()))
 	}
 	offered := c.wall * time.Duration(runtime.NumCPU())
-	fmt.Fprintf(out, "%s: burst wall %.1fs, machine busy %.1f of %.1f CPU-s, of which the node (cluster, shims, Pods) %.1f and other work %.1f;\n  CPU-s by command (children in parents): %s\n",
-		name, c.wall.Seconds(), c.busy.Seconds(), offered.Seconds(), c.node.Seconds(), (c.busy - c.node).Seconds(), strings.Join(parts, ", "))
+	fmt.Fprintf(out, "%s: burst p99 %.1fs, wall %.1fs, machine busy %.1f of %.1f CPU-s, of which the node (cluster, shims, Pods) %.1f and other work %.1f;\n  CPU-s by command (children in parents): %s\n",
+		name, c.p99.Seconds(), c.wall.Seconds(), c.busy.Seconds(), offered.Seconds(), c.node.Seconds(), (c.busy - c.node).Seconds(), strings.Join(parts, ", "))
 }

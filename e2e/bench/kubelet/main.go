@@ -27,18 +27,19 @@ func main() {
 	single := flag.Int("single", 20, "Pods started one at a time.")
 	burst := flag.Int("burst", 50, "Pods created at once.")
 	settle := flag.Duration("settle", 15*time.Second, "Wait before reading the kubelet's RSS.")
+	rounds := flag.Int("rounds", 1, "Rounds of both kubelets, alternating which goes first (ABBA), to spread the machine's changing load over both.")
 	profiles := flag.String("profiles", "", "Directory to save each kubelet's heap profile (idle and with Pods) in, from its /debug/pprof/heap through the API server's node proxy; empty saves none.")
 	flag.Parse()
 	ctx, stop := signals.Context(context.Background())
 	defer stop()
 	log, _ := zap.NewDevelopment()
-	if err := run(ctx, log, *single, *burst, *settle, *profiles); err != nil {
+	if err := run(ctx, log, *single, *burst, *rounds, *settle, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "kubelet-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *zap.Logger, single, burst int, settle time.Duration, profiles string) error {
+func run(ctx context.Context, log *zap.Logger, single, burst, rounds int, settle time.Duration, profiles string) error {
 	repo, err := artifacts.FindRepo()
 	if err != nil {
 		return err
@@ -65,14 +66,20 @@ func run(ctx context.Context, log *zap.Logger, single, burst int, settle time.Du
 			}
 		}
 	}()
-	var results []result
-	for _, k := range []cluster.Choice{cluster.Upstream, cluster.Ours} {
-		r, err := b.measure(ctx, k)
-		if err != nil {
-			return fmt.Errorf("%s kubelet: %w", k, err)
+	results := map[cluster.Choice][]result{}
+	for round := range max(rounds, 1) {
+		order := []cluster.Choice{cluster.Upstream, cluster.Ours}
+		if round%2 == 1 {
+			order = []cluster.Choice{cluster.Ours, cluster.Upstream}
 		}
-		results = append(results, r)
+		for _, k := range order {
+			r, err := b.measure(ctx, k)
+			if err != nil {
+				return fmt.Errorf("round %d, %s kubelet: %w", round+1, k, err)
+			}
+			results[k] = append(results[k], r)
+		}
 	}
-	report(os.Stdout, results[0], results[1], single, burst)
+	report(os.Stdout, merge(results[cluster.Upstream]), merge(results[cluster.Ours]), single, burst, max(rounds, 1))
 	return nil
 }

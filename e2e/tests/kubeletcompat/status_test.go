@@ -117,7 +117,10 @@ var statusCases = map[string]statusCase{
 	"sidecar": {
 		pod: func(string) *v1.Pod {
 			p := basePod("sidecar", v1.RestartPolicyNever, busybox("c", "sleep 2; echo app done"))
-			sc := busybox("sidecar", "trap 'exit 0' TERM; while true; do sleep 1; done")
+			// The trap runs as soon as TERM arrives (wait is interrupted; a
+			// foreground sleep is not): with a grace period of 1 s, a loaded
+			// machine otherwise lets SIGKILL win on either kubelet (137/Error).
+			sc := busybox("sidecar", "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done")
 			sc.RestartPolicy = ptr.To(v1.ContainerRestartPolicyAlways)
 			p.Spec.InitContainers = []v1.Container{sc}
 			return p
