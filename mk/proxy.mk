@@ -34,7 +34,9 @@ test-ipvs:
 ## same run, same API server (host control plane over a tap): full sync at
 ## 1,000 and 10,000 Services x 10 endpoints, one EndpointSlice change p50/p99,
 ## RSS; measured from the kernel's IPVS table over netlink. Then the
-## fake-kernel Go benchmarks of the desired-state build and diff.
+## fake-kernel Go benchmarks of the desired-state build and diff, and one
+## EndpointSlice change end to end through the daemon's path (informer,
+## syncer, plane, fake kernel) after a full sync, p50/p99, on one CPU.
 ## PROXY_IPVS_BENCH_FLAGS passes flags (e.g. -sizes 1000 -changes 20).
 bench-proxy-ipvs:
 	@mkdir -p $(PROXY_UML_OUT)/legacy
@@ -46,6 +48,7 @@ bench-proxy-ipvs:
 	  -ours $(PROXY_UML_OUT)/proxy -upstream $(NODESUITE_CACHE_BIN)/kube-proxy \
 	  -guest-path $(PROXY_UML_OUT)/legacy:/usr/sbin:/usr/bin:/sbin:/bin -out $(PROXY_UML_OUT)/bench $(PROXY_IPVS_BENCH_FLAGS)
 	cd proxy && go test -run '^$$' -bench . -benchmem -benchtime 5x -timeout 20m ./internal/ipvs/ ./internal/servicestate/
+	cd proxy && go test -run '^$$' -bench OneChangeEndToEnd -benchtime 400x -cpu 1 -timeout 10m ./internal/app/
 
 .PHONY: test-proxy-nftables bench-proxy-nftables
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,6 +65,7 @@ type options struct {
 	ours, upstream, guestPath string
 	timeout                   time.Duration
 	profileSeconds            int
+	proxies                   []string
 }
 
 func main() {
@@ -80,7 +82,9 @@ func main() {
 	flag.StringVar(&o.out, "out", "_output/proxy-uml/bench", "where the proxies' logs go")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on each full sync")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 0, "take a CPU profile of our proxy's first seconds (OUT/ours-N.log.pprof)")
+	proxies := flag.String("proxies", "ours,upstream", "which proxies to run (a profiling run may want ours alone)")
 	flag.Parse()
+	o.proxies = strings.Split(*proxies, ",")
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
@@ -150,6 +154,9 @@ func run(o options) error {
 			changes = o.changes
 		}
 		for _, p := range []struct{ name, bin string }{{"ours", o.ours}, {"upstream", o.upstream}} {
+			if !slices.Contains(o.proxies, p.name) {
+				continue
+			}
 			t1 := time.Now()
 			r, err := guest(ctx, env, o, p.name, p.bin, n, changes)
 			if err != nil {

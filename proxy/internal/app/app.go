@@ -187,7 +187,7 @@ type withServiceHealth struct {
 
 func (w withServiceHealth) Sync(ctx context.Context, st *servicestate.State, changed sets.Set[servicestate.Key], full bool) error {
 	err := w.DataPlane.Sync(ctx, st, changed, full)
-	if herr := w.hs.Sync(st); herr != nil {
+	if herr := w.hs.Sync(st, changed, full); herr != nil {
 		w.log.Warn("health check node ports", zap.Error(herr))
 	}
 	return err
@@ -201,8 +201,8 @@ type withServiceHealthReconciler struct {
 	r syncer.BackgroundReconciler
 }
 
-func (w withServiceHealthReconciler) Reconcile(ctx context.Context, apply func(func(*servicestate.State) error) error) error {
-	return w.r.Reconcile(ctx, apply)
+func (w withServiceHealthReconciler) Reconcile(ctx context.Context, pace servicestate.Pacer) error {
+	return w.r.Reconcile(ctx, pace)
 }
 
 // withHealth wraps p in withServiceHealth, keeping its background reconcile.

@@ -58,20 +58,27 @@ func New(timeout time.Duration, now func() time.Time, node func() *v1.Node) *Ser
 }
 
 // QueuedUpdate records that a change is waiting for a sync.
-func (s *Server) QueuedUpdate(f v1.IPFamily) {
+func (s *Server) QueuedUpdate(f v1.IPFamily) { s.QueuedUpdateAt(f, s.now()) }
+
+// QueuedUpdateAt is QueuedUpdate with the time already read (the clock
+// is a system call in some guests, user-mode-linux among them).
+func (s *Server) QueuedUpdateAt(f v1.IPFamily, t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.oldestPending[f]; !ok {
-		s.oldestPending[f] = s.now()
+		s.oldestPending[f] = t
 	}
 }
 
 // Updated records a successful sync.
-func (s *Server) Updated(f v1.IPFamily) {
+func (s *Server) Updated(f v1.IPFamily) { s.UpdatedAt(f, s.now()) }
+
+// UpdatedAt is Updated with the time already read.
+func (s *Server) UpdatedAt(f v1.IPFamily, t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.oldestPending, f)
-	s.lastUpdated[f] = s.now()
+	s.lastUpdated[f] = t
 }
 
 // Health computes the current status.

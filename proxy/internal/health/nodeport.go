@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/nodesuite/nodesuite/proxy/internal/servicestate"
 )
@@ -27,10 +28,16 @@ type ServiceServers struct {
 
 	mu      sync.Mutex
 	servers map[int32]*svcServer
+	// keys are the Service ports with a health check node port (nil
+	// before the first Sync).
+	keys sets.Set[servicestate.Key]
 }
 
 type svcServer struct {
-	srv    *http.Server
+	srv *http.Server
+	// ln is closed here too: srv.Close misses a listener that Serve, on
+	// its goroutine, has not taken yet, and the port would stay bound.
+	ln     net.Listener
 	mu     sync.Mutex
 	name   types.NamespacedName
 	locals int
@@ -41,17 +48,47 @@ func NewServiceServers(log *zap.Logger, bind string) *ServiceServers {
 	return &ServiceServers{log: log, bind: bind, servers: map[int32]*svcServer{}}
 }
 
-// Sync opens, updates and closes servers to match st.
-func (s *ServiceServers) Sync(st *servicestate.State) error {
+// Sync opens, updates and closes servers to match st. changed lists the
+// Service ports that changed since the last call; full says to look at all
+// of st (the first call must be full). Only the Service ports that have a
+// health check node port are looked at again, so a sync of one change at
+// thousands of Services does not walk them all.
+func (s *ServiceServers) Sync(st *servicestate.State, changed sets.Set[servicestate.Key], full bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wants := func(k servicestate.Key) bool {
+		sp := st.Services[k]
+		return sp != nil && sp.HealthCheckNodePort > 0 && sp.ExternalPolicyLocal
+	}
+	if full || s.keys == nil {
+		s.keys = sets.New[servicestate.Key]()
+		for k := range st.Services {
+			if wants(k) {
+				s.keys.Insert(k)
+			}
+		}
+	} else {
+		for k := range changed {
+			if wants(k) {
+				s.keys.Insert(k)
+			} else {
+				s.keys.Delete(k)
+			}
+		}
+	}
+	if s.keys.Len() == 0 && len(s.servers) == 0 {
+		return nil
+	}
 	// kube-proxy reports, per Service, the number of distinct ready local
 	// endpoint addresses (its LocalReadyEndpoints): an endpoint appears once
 	// per port and family in the State, so count addresses, not entries, and
 	// leave serving-terminating fallbacks out.
 	want := map[int32]*svcServer{}
 	ips := map[int32]map[netip.Addr]bool{}
-	for k, sp := range st.Services {
-		if sp.HealthCheckNodePort <= 0 || !sp.ExternalPolicyLocal {
-			continue
+	for k := range s.keys {
+		sp := st.Services[k]
+		if sp == nil {
+			continue // gone without being named changed: the next full Sync drops it
 		}
 		port := sp.HealthCheckNodePort
 		if want[port] == nil {
@@ -67,12 +104,10 @@ func (s *ServiceServers) Sync(st *servicestate.State) error {
 	for port, t := range want {
 		t.locals = len(ips[port])
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var errs []error
 	for port, cur := range s.servers {
 		if _, ok := want[port]; !ok {
-			_ = cur.srv.Close()
+			cur.close()
 			delete(s.servers, port)
 		}
 	}
@@ -84,7 +119,7 @@ func (s *ServiceServers) Sync(st *servicestate.State) error {
 				errs = append(errs, fmt.Errorf("health check node port %d of %s: %w", port, w.name, err))
 				continue
 			}
-			cur = &svcServer{}
+			cur = &svcServer{ln: ln}
 			cur.srv = &http.Server{Handler: cur, ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				if err := cur.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -100,14 +135,38 @@ func (s *ServiceServers) Sync(st *servicestate.State) error {
 	return errors.Join(errs...)
 }
 
+// Status is what one health check node port server answers.
+type Status struct {
+	Service        types.NamespacedName
+	LocalEndpoints int
+}
+
+// Statuses lists the open servers by port, for tests and debugging.
+func (s *ServiceServers) Statuses() map[int32]Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int32]Status, len(s.servers))
+	for port, cur := range s.servers {
+		cur.mu.Lock()
+		out[port] = Status{Service: cur.name, LocalEndpoints: cur.locals}
+		cur.mu.Unlock()
+	}
+	return out
+}
+
 // Close stops every server.
 func (s *ServiceServers) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p, cur := range s.servers {
-		_ = cur.srv.Close()
+		cur.close()
 		delete(s.servers, p)
 	}
+}
+
+func (h *svcServer) close() {
+	_ = h.srv.Close()
+	_ = h.ln.Close()
 }
 
 func (h *svcServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {

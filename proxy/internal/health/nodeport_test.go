@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	ss "github.com/nodesuite/nodesuite/proxy/internal/servicestate"
 )
@@ -50,7 +52,7 @@ func TestServiceServers(t *testing.T) {
 		}
 		return resp.StatusCode, body
 	}
-	if err := s.Sync(st); err != nil {
+	if err := s.Sync(st, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	code, body := get()
@@ -59,7 +61,7 @@ func TestServiceServers(t *testing.T) {
 		t.Errorf("with a local endpoint: %d (-want +got):\n%s", code, d)
 	}
 	st.LocalEndpoints[k], st.LocalEndpoints[k6] = nil, nil
-	if err := s.Sync(st); err != nil {
+	if err := s.Sync(st, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := get(); code != 503 || body["localEndpoints"] != 0.0 {
@@ -67,10 +69,99 @@ func TestServiceServers(t *testing.T) {
 	}
 	delete(st.Services, k)
 	delete(st.Services, k6)
-	if err := s.Sync(st); err != nil {
+	if err := s.Sync(st, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
 		t.Errorf("server still answers after the Service went")
+	}
+}
+
+// An incremental Sync (changed keys only) ends where a full one would.
+func TestServiceServersIncremental(t *testing.T) {
+	p1, p2 := freePort(t), freePort(t)
+	key := func(name string) ss.Key {
+		return ss.Key{Name: ss.ServicePortName{Namespace: "ns", Name: name, Port: "http", Protocol: v1.ProtocolTCP}, Family: v1.IPv4Protocol}
+	}
+	lb := func(name string, port int32) *ss.ServicePort {
+		return &ss.ServicePort{Name: key(name).Name, HealthCheckNodePort: port, ExternalPolicyLocal: true}
+	}
+	local := func(ips ...string) []ss.Endpoint {
+		var out []ss.Endpoint
+		for _, ip := range ips {
+			out = append(out, ss.Endpoint{IP: netip.MustParseAddr(ip), Port: 80, Ready: true, IsLocal: true})
+		}
+		return out
+	}
+	base := func() *ss.State {
+		return &ss.State{Services: map[ss.Key]*ss.ServicePort{key("a"): lb("a", p1), key("plain"): {Name: key("plain").Name}},
+			LocalEndpoints: map[ss.Key][]ss.Endpoint{key("a"): local("10.244.0.2")}}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(st *ss.State) []ss.Key
+		want   map[int32]Status
+	}{{
+		name: "unrelated Service changes",
+		change: func(st *ss.State) []ss.Key {
+			st.Services[key("other")] = &ss.ServicePort{Name: key("other").Name}
+			return []ss.Key{key("other")}
+		},
+		want: map[int32]Status{p1: {Service: types.NamespacedName{Namespace: "ns", Name: "a"}, LocalEndpoints: 1}},
+	}, {
+		name: "a local endpoint comes",
+		change: func(st *ss.State) []ss.Key {
+			st.LocalEndpoints[key("a")] = local("10.244.0.2", "10.244.0.3")
+			return []ss.Key{key("a")}
+		},
+		want: map[int32]Status{p1: {Service: types.NamespacedName{Namespace: "ns", Name: "a"}, LocalEndpoints: 2}},
+	}, {
+		name: "a plain Service gets a health check node port",
+		change: func(st *ss.State) []ss.Key {
+			st.Services[key("plain")] = lb("plain", p2)
+			return []ss.Key{key("plain")}
+		},
+		want: map[int32]Status{p1: {Service: types.NamespacedName{Namespace: "ns", Name: "a"}, LocalEndpoints: 1},
+			p2: {Service: types.NamespacedName{Namespace: "ns", Name: "plain"}}},
+	}, {
+		name: "the Service goes",
+		change: func(st *ss.State) []ss.Key {
+			delete(st.Services, key("a"))
+			delete(st.LocalEndpoints, key("a"))
+			return []ss.Key{key("a")}
+		},
+		want: map[int32]Status{},
+	}, {
+		name: "eTP becomes Cluster",
+		change: func(st *ss.State) []ss.Key {
+			st.Services[key("a")].ExternalPolicyLocal = false
+			return []ss.Key{key("a")}
+		},
+		want: map[int32]Status{},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := base()
+			s := NewServiceServers(zap.NewNop(), "127.0.0.1")
+			defer s.Close()
+			if err := s.Sync(st, nil, true); err != nil {
+				t.Fatal(err)
+			}
+			changed := tc.change(st)
+			if err := s.Sync(st, sets.New(changed...), false); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, s.Statuses()); d != "" {
+				t.Errorf("after an incremental sync (-want +got):\n%s", d)
+			}
+			full := NewServiceServers(zap.NewNop(), "127.0.0.1")
+			defer full.Close()
+			s.Close()
+			if err := full.Sync(st, nil, true); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(full.Statuses(), tc.want); d != "" {
+				t.Errorf("a full sync disagrees (-full +incremental):\n%s", d)
+			}
+		})
 	}
 }

@@ -52,6 +52,7 @@ type batcher struct {
 	routeFD int // NETLINK_ROUTE, for addresses
 	family  uint16
 	buf     []byte
+	out     []byte
 }
 
 func netlinkSocket(proto int) (int, error) {
@@ -227,7 +228,10 @@ func (b *batcher) run(fd int, reqs []*nl.NetlinkRequest, wrap func(i int, err er
 	var errs []error
 	for start := 0; start < len(reqs); start += batchMax {
 		end := min(start+batchMax, len(reqs))
-		var out []byte
+		// One send buffer, reused: growing a fresh one per batch was a
+		// good part of a first sync's allocations (and, in
+		// user-mode-linux, of its page faults).
+		out := b.out[:0]
 		bySeq := make(map[uint32]int, end-start)
 		for i := start; i < end; i++ {
 			if i < end-1 {
@@ -238,6 +242,7 @@ func (b *batcher) run(fd int, reqs []*nl.NetlinkRequest, wrap func(i int, err er
 			out = append(out, reqs[i].Serialize()...)
 			bySeq[reqs[i].Seq] = i
 		}
+		b.out = out
 		last := reqs[end-1].Seq
 		if err := unix.Sendto(fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 			return errors.Join(append(errs, fmt.Errorf("netlink send of %d requests: %w", end-start, err))...)

@@ -87,7 +87,7 @@ func BenchmarkReconcileFakeKernel(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := p.Reconcile(context.Background(), apply); err != nil {
+		if err := p.Reconcile(context.Background(), applyPacer(apply)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -33,6 +33,9 @@ type LinuxOS struct {
 	// table while the sync goroutine writes it (on h) and reads a changed
 	// Service's real servers; two handles, so neither waits for the other.
 	readers chan *ipvs.Handle
+	// dumpers serve RealServers the same way, over plain sockets
+	// (dests_linux.go).
+	dumpers chan *dumper
 	batch   *batcher
 	// links caches interfaces by name: a lookup per address change would
 	// double the netlink round trips when binding thousands of Service IPs.
@@ -59,7 +62,15 @@ func NewLinuxOS() (*LinuxOS, error) {
 		h.Close()
 		return nil, fmt.Errorf("open IPVS netlink: %w", err)
 	}
-	l := &LinuxOS{h: h, batch: b, readers: make(chan *ipvs.Handle, 2)}
+	l := &LinuxOS{h: h, batch: b, readers: make(chan *ipvs.Handle, 2), dumpers: make(chan *dumper, 2)}
+	for range cap(l.dumpers) {
+		d, err := newDumper(b.family)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("open IPVS netlink: %w", err)
+		}
+		l.dumpers <- d
+	}
 	for range cap(l.readers) {
 		rh, err := ipvs.New("")
 		if err != nil {
@@ -105,6 +116,8 @@ func (l *LinuxOS) Close() {
 		select {
 		case h := <-l.readers:
 			h.Close()
+		case d := <-l.dumpers:
+			d.close()
 		default:
 			return
 		}
@@ -169,27 +182,9 @@ func (l *LinuxOS) DeleteVirtualServer(k VSKey) error {
 }
 
 func (l *LinuxOS) RealServers(k VSKey) ([]RealServer, error) {
-	var ds []*ipvs.Destination
-	err := l.read(func(h *ipvs.Handle) (err error) { ds, err = h.GetDestinations(keyIPVS(k)); return err })
-	if err != nil {
-		return nil, err
-	}
-	out := make([]RealServer, 0, len(ds))
-	for _, d := range ds {
-		a, _ := netip.AddrFromSlice(d.Address)
-		out = append(out, RealServer{Addr: a.Unmap(), Port: d.Port, Weight: d.Weight,
-			ActiveConns: d.ActiveConnections, InactiveConns: d.InactiveConnections})
-	}
-	return out, nil
-}
-
-func toDest(r RealServer) *ipvs.Destination {
-	d := &ipvs.Destination{Address: net.IP(r.Addr.AsSlice()), Port: r.Port, Weight: r.Weight,
-		ConnectionFlags: 0 /* IP_VS_CONN_F_MASQ: NAT */, AddressFamily: syscall.AF_INET}
-	if r.Addr.Is6() {
-		d.AddressFamily = syscall.AF_INET6
-	}
-	return d
+	d := <-l.dumpers
+	defer func() { l.dumpers <- d }()
+	return d.dests(k)
 }
 
 func (l *LinuxOS) AddRealServers(k VSKey, rs []RealServer) error { return l.batch.addDests(k, rs) }
@@ -199,17 +194,13 @@ func (l *LinuxOS) AddVirtualServers(vss []VirtualServer, reals [][]RealServer) e
 }
 
 func (l *LinuxOS) AddRealServer(k VSKey, r RealServer) error {
-	return l.h.NewDestination(keyIPVS(k), toDest(r))
+	return l.batch.destCmd(ipvsCmdNewDest, k, []RealServer{r}, "add")
 }
 func (l *LinuxOS) UpdateRealServer(k VSKey, r RealServer) error {
-	return l.h.UpdateDestination(keyIPVS(k), toDest(r))
+	return l.batch.destCmd(ipvsCmdSetDest, k, []RealServer{r}, "update")
 }
 func (l *LinuxOS) DeleteRealServer(k VSKey, r RealServer) error {
-	err := l.h.DelDestination(keyIPVS(k), toDest(r))
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	return err
+	return l.batch.destCmd(ipvsCmdDelDest, k, []RealServer{r}, "delete")
 }
 
 func (l *LinuxOS) EnsureDummy(name string) error {

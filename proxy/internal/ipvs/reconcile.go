@@ -64,19 +64,25 @@ func (p *Plane) startRead() *writes {
 // Reconcile is the periodic full check, done so that it never holds up a
 // Sync: it reads the kernel in parts without the plane's lock (one dump of
 // the virtual servers, kube-ipvs0's addresses and the ipsets; then the real
-// servers of reconcileChunk virtual servers at a time) and passes each part
-// to apply, which must run it between Syncs (on their goroutine: the state
-// is theirs) and return its error. A part corrects only what no Sync wrote
-// since it was read. The iptables rules, which depend on no Service, are
-// rewritten here. Only one Reconcile may run at a time; a Sync must have
-// run before.
-func (p *Plane) Reconcile(ctx context.Context, apply func(func(*servicestate.State) error) error) error {
+// servers of reconcileChunk virtual servers at a time), each once pace says
+// the syncs are quiet, and corrects what each part read through
+// pace.Apply, which runs it between Syncs (on their goroutine: the state is
+// theirs). A part corrects only what no Sync wrote since it was read. The
+// iptables rules, which depend on no Service, are rewritten here. Only one
+// Reconcile may run at a time; a Sync must have run before.
+func (p *Plane) Reconcile(ctx context.Context, pace servicestate.Pacer) error {
 	defer func() {
 		p.mu.Lock()
 		p.written = nil
 		p.mu.Unlock()
 	}()
+	if err := pace.Quiet(ctx); err != nil {
+		return err
+	}
 	if err := p.ensureIPTables(); err != nil {
+		return err
+	}
+	if err := pace.Quiet(ctx); err != nil {
 		return err
 	}
 	w := p.startRead()
@@ -102,7 +108,7 @@ func (p *Plane) Reconcile(ctx context.Context, apply func(func(*servicestate.Sta
 	for n, es := range entries {
 		kernelSets[n] = sets.New(es...)
 	}
-	if err := apply(func(st *servicestate.State) error { return p.applyTables(st, w, kernel, addrs, kernelSets) }); err != nil {
+	if err := pace.Apply(func(st *servicestate.State) error { return p.applyTables(st, w, kernel, addrs, kernelSets) }); err != nil {
 		return err
 	}
 	keys := make([]VSKey, 0, len(vss))
@@ -111,7 +117,7 @@ func (p *Plane) Reconcile(ctx context.Context, apply func(func(*servicestate.Sta
 	}
 	sortKeys(keys)
 	for len(keys) > 0 {
-		if err := ctx.Err(); err != nil {
+		if err := pace.Quiet(ctx); err != nil {
 			return err
 		}
 		chunk := keys[:min(reconcileChunk, len(keys))]
@@ -125,7 +131,7 @@ func (p *Plane) Reconcile(ctx context.Context, apply func(func(*servicestate.Sta
 			}
 			reals[vk] = rs
 		}
-		if err := apply(func(st *servicestate.State) error { return p.applyReals(st, w, reals) }); err != nil {
+		if err := pace.Apply(func(st *servicestate.State) error { return p.applyReals(st, w, reals) }); err != nil {
 			return err
 		}
 	}

@@ -19,9 +19,16 @@ var (
 	dnsVS = VSKey{v1.ProtocolUDP, a("10.96.0.53"), 53}
 )
 
-// runNow is an apply that runs each part at once with st.
-func runNow(st *ss.State) func(func(*ss.State) error) error {
-	return func(f func(*ss.State) error) error { return f(st) }
+// applyPacer is a Pacer whose Quiet returns at once and whose Apply is
+// the function.
+type applyPacer func(func(*ss.State) error) error
+
+func (applyPacer) Quiet(context.Context) error           { return nil }
+func (a applyPacer) Apply(f func(*ss.State) error) error { return a(f) }
+
+// runNow is a pacer that runs each part at once with st.
+func runNow(st *ss.State) ss.Pacer {
+	return applyPacer(func(f func(*ss.State) error) error { return f(st) })
 }
 
 // The background reconcile puts back whatever was changed behind the
@@ -141,7 +148,7 @@ func TestReconcileKeepsChangesMadeDuringIt(t *testing.T) {
 		parts++
 		return fn(st)
 	}
-	if err := p.Reconcile(ctx, apply); err != nil {
+	if err := p.Reconcile(ctx, applyPacer(apply)); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
 	if parts != 2 {

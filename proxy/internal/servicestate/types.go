@@ -86,3 +86,16 @@ type DataPlane interface {
 	// Name is "ipvs" or "nftables", for logs and metrics.
 	Name() string
 }
+
+// Pacer paces a data plane's background reconcile beside the syncs (the
+// syncer implements it): the reconcile reads the kernel between Quiet and
+// Apply, and corrects what it read in Apply.
+type Pacer interface {
+	// Quiet returns when reading the kernel would slow no change: no sync
+	// runs, none is pending, and the last was a while ago (within a bound,
+	// so a busy cluster does not hold the reconcile off for ever).
+	Quiet(ctx context.Context) error
+	// Apply runs f on the sync goroutine between two syncs, with the
+	// current state, and returns its error.
+	Apply(f func(*State) error) error
+}

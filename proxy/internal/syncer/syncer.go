@@ -60,13 +60,14 @@ type Options struct {
 type Reaper interface{ Reap() error }
 
 // BackgroundReconciler is a data plane whose periodic full reconcile reads
-// the kernel beside the syncs and hands its corrections, in small parts, to
-// apply, which runs each on the sync goroutine between two syncs with the
-// current state (ipvs.Plane.Reconcile). A change then never waits behind a
-// full reconcile: the syncer makes no periodic sync full, it runs Reconcile
+// the kernel beside the syncs, in small parts, when the pacer says the
+// syncs are quiet, and hands each part's corrections to the pacer's Apply,
+// which runs them on the sync goroutine between two syncs with the current
+// state (ipvs.Plane.Reconcile). A change then never waits behind a full
+// reconcile: the syncer makes no periodic sync full, it runs Reconcile
 // every SyncPeriod (from the end of the last) instead.
 type BackgroundReconciler interface {
-	Reconcile(ctx context.Context, apply func(func(*servicestate.State) error) error) error
+	Reconcile(ctx context.Context, pace servicestate.Pacer) error
 }
 
 // Syncer is the proxy's control loop.
@@ -85,6 +86,9 @@ type Syncer struct {
 	// syncing is set while the sync goroutine syncs: the background
 	// reconcile waits.
 	syncing atomic.Bool
+	// lastActive is when (UnixNano) the last change was queued or the last
+	// sync ended: the background reconcile waits for a quiet while after.
+	lastActive atomic.Int64
 
 	mu       sync.Mutex
 	dirty    sets.Set[types.NamespacedName]
@@ -161,16 +165,28 @@ func New(client kubernetes.Interface, plane servicestate.DataPlane, opts Options
 		return nil, err
 	}
 	s.svcLister, s.sliceIndexer, s.nodeLister = svcInf.Lister(), sliceInf.Informer().GetIndexer(), nodeInf.Lister()
-	_, err = svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.serviceChanged(o) },
+	// Objects of the informers' initial lists are left to the first sync,
+	// which is full and reads them from the caches: marking each dirty as
+	// well (20,000 events at 10,000 Services, delivered while that sync
+	// runs) would only rebuild them all again in a second sync.
+	_, err = svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(o any, initial bool) {
+			if !initial {
+				s.serviceChanged(o)
+			}
+		},
 		UpdateFunc: func(_, o any) { s.serviceChanged(o) },
 		DeleteFunc: func(o any) { s.serviceChanged(o) },
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, err = sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { s.sliceChanged(o) },
+	_, err = sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(o any, initial bool) {
+			if !initial {
+				s.sliceChanged(o)
+			}
+		},
 		UpdateFunc: func(_, o any) { s.sliceChanged(o) },
 		DeleteFunc: func(o any) { s.sliceChanged(o) },
 	})
@@ -206,10 +222,12 @@ func (s *Syncer) queued(first bool) {
 		s.runner.Trigger()
 		return
 	}
-	s.m.lastQueued.SetToCurrentTime()
+	now := time.Now()
+	s.lastActive.Store(now.UnixNano())
+	s.m.lastQueued.Set(float64(now.UnixNano()) / 1e9)
 	if s.opts.Health != nil {
 		for _, f := range s.opts.Families {
-			s.opts.Health.QueuedUpdate(f)
+			s.opts.Health.QueuedUpdateAt(f, now)
 		}
 	}
 	s.runner.Trigger()
@@ -353,7 +371,7 @@ func (s *Syncer) reconcileLoop(ctx context.Context, r BackgroundReconciler) {
 		case <-time.After(s.opts.SyncPeriod):
 		}
 		start := time.Now()
-		if err := r.Reconcile(ctx, s.pacedApply(ctx)); err != nil && ctx.Err() == nil {
+		if err := r.Reconcile(ctx, s.newPacer(ctx)); err != nil && ctx.Err() == nil {
 			s.log.Warn("background reconcile", zap.Error(err))
 		}
 		s.log.Debug("background reconcile done", zap.Duration("took", time.Since(start)))
@@ -364,34 +382,73 @@ func (s *Syncer) reconcileLoop(ctx context.Context, r BackgroundReconciler) {
 // reconcile.
 const reconcileMaxPause = 100 * time.Millisecond
 
-// pacedApply returns the apply function for one background reconcile: it
-// lets a pending change or a running sync finish before each part, and
-// after each part pauses as long as the part's read of the kernel took.
-// The reads run beside the sync goroutine, and on a single CPU (the
-// user-mode-linux guest; a busy node) they slow a change's sync as much as
-// they take: at most half the CPU goes to the reconcile, and never while a
-// change waits.
-func (s *Syncer) pacedApply(ctx context.Context) func(func(*servicestate.State) error) error {
-	last := time.Now()
-	return func(f func(*servicestate.State) error) error {
-		read := time.Since(last)
-		if err := s.waitNoChange(ctx); err != nil {
+// reconcileQuiet is how long after the last change (queued or synced) a
+// background reconcile reads the kernel: changes tend to come in bursts
+// (a rollout), and a read in the middle of one would slow the next.
+const reconcileQuiet = 300 * time.Millisecond
+
+// pacer paces one background reconcile. Its reads run beside the sync
+// goroutine, and on a single CPU (the user-mode-linux guest; a busy node)
+// they slow a change's sync as much as they take. So a read waits until no
+// change is pending and none came for reconcileQuiet; in a cluster that is
+// never quiet that wait ends after SyncPeriod in all per round (budget),
+// after which a read waits only for pending changes. After each part is
+// applied the pacer pauses as long as the read took (at most
+// reconcileMaxPause): at most half the CPU goes to the reconcile.
+type pacer struct {
+	s   *Syncer
+	ctx context.Context
+	// budget is what is left of the round's waiting for quiet.
+	budget time.Duration
+	// readStart is when the last Quiet returned: the read began.
+	readStart time.Time
+}
+
+var _ servicestate.Pacer = (*pacer)(nil)
+
+func (s *Syncer) newPacer(ctx context.Context) *pacer {
+	return &pacer{s: s, ctx: ctx, budget: s.opts.SyncPeriod, readStart: time.Now()}
+}
+
+// Quiet implements servicestate.Pacer.
+func (p *pacer) Quiet(ctx context.Context) error {
+	for {
+		if err := p.s.waitNoChange(ctx); err != nil {
 			return err
 		}
-		if err := s.applyInLoop(f); err != nil {
+		since := time.Since(time.Unix(0, p.s.lastActive.Load()))
+		wait := min(reconcileQuiet-since, p.budget)
+		if wait <= 0 {
+			p.readStart = time.Now()
+			return nil
+		}
+		t0 := time.Now()
+		if err := sleepCtx(ctx, wait); err != nil {
 			return err
 		}
-		t := time.NewTimer(min(read, reconcileMaxPause))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		if err := s.waitNoChange(ctx); err != nil {
-			return err
-		}
-		last = time.Now()
+		p.budget -= time.Since(t0)
+	}
+}
+
+// Apply implements servicestate.Pacer.
+func (p *pacer) Apply(f func(*servicestate.State) error) error {
+	read := time.Since(p.readStart)
+	if err := p.s.waitNoChange(p.ctx); err != nil {
+		return err
+	}
+	if err := p.s.applyInLoop(f); err != nil {
+		return err
+	}
+	return sleepCtx(p.ctx, min(read, reconcileMaxPause))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return nil
 	}
 }
@@ -608,30 +665,35 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	}
 	s.markSynced(start, triggers, full)
 	s.syncedOnce.Do(func() { close(s.synced) })
-	s.log.Debug("synced", zap.Bool("full", full), zap.Int("changed", changed.Len()), zap.Duration("took", time.Since(start)))
+	if ce := s.log.Check(zap.DebugLevel, "synced"); ce != nil {
+		ce.Write(zap.Bool("full", full), zap.Int("changed", changed.Len()), zap.Duration("took", time.Since(start)))
+	}
 	return nil
 }
 
 func (s *Syncer) markSynced(start time.Time, triggers map[types.NamespacedName][]time.Time, full bool) {
-	d := time.Since(start).Seconds()
+	// One clock read for everything here: in a guest whose clock is a
+	// system call (user-mode-linux) each costs as much as a netlink call.
+	now := time.Now()
+	d := now.Sub(start).Seconds()
 	s.m.syncDuration.Observe(d)
 	if full {
 		s.m.fullDuration.Observe(d)
 	} else {
 		s.m.partialDuration.Observe(d)
 	}
-	now := time.Now()
 	for _, ts := range triggers {
 		for _, t := range ts {
 			s.m.networkProgramming.Observe(now.Sub(t).Seconds())
 		}
 	}
-	s.m.lastSync.SetToCurrentTime()
+	s.lastActive.Store(now.UnixNano())
+	s.m.lastSync.Set(float64(now.UnixNano()) / 1e9)
 	s.m.services.Set(float64(len(s.state.Services)))
 	s.m.endpoints.Set(float64(s.endpoints))
 	if s.opts.Health != nil {
 		for _, f := range s.opts.Families {
-			s.opts.Health.Updated(f)
+			s.opts.Health.UpdatedAt(f, now)
 		}
 	}
 }

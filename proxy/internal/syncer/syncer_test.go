@@ -185,8 +185,11 @@ type bgPlane struct {
 	rounds chan int // Services in the state each part saw
 }
 
-func (p *bgPlane) Reconcile(_ context.Context, apply func(func(*ss.State) error) error) error {
-	return apply(func(st *ss.State) error {
+func (p *bgPlane) Reconcile(ctx context.Context, pace ss.Pacer) error {
+	if err := pace.Quiet(ctx); err != nil {
+		return err
+	}
+	return pace.Apply(func(st *ss.State) error {
 		select {
 		case p.rounds <- len(st.Services):
 		default:
@@ -306,6 +309,45 @@ func TestReconcileWaitsForChanges(t *testing.T) {
 		s.runner.holding.Store(false)
 		tc.set()
 		if got := waits(); got != tc.wantWaits {
+			t.Errorf("%s: waited %v, want %v", tc.name, got, tc.wantWaits)
+		}
+	}
+}
+
+// A background reconcile reads the kernel only once the syncs have been
+// quiet for reconcileQuiet, unless the round's budget for waiting is used
+// up; a pending change holds it back in any case.
+func TestPacerQuiet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
+		Families: []v1.IPFamily{v1.IPv4Protocol}, SyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		lastAgo   time.Duration
+		budget    time.Duration
+		pending   bool
+		wantWaits bool
+	}{
+		{name: "quiet for long", lastAgo: time.Second, budget: time.Hour},
+		{name: "a change just synced", lastAgo: 0, budget: time.Hour, wantWaits: true},
+		{name: "a change just synced, budget used up", lastAgo: 0, budget: 0},
+		{name: "change pending, budget used up", lastAgo: time.Second, budget: 0, pending: true, wantWaits: true},
+	} {
+		s.dirty, s.needFull = sets.New[types.NamespacedName](), false
+		if tc.pending {
+			s.dirty.Insert(types.NamespacedName{Name: "web"})
+		}
+		s.lastActive.Store(time.Now().Add(-tc.lastAgo).UnixNano())
+		p := s.newPacer(ctx)
+		p.budget = tc.budget
+		c, stop := context.WithTimeout(ctx, reconcileQuiet/3)
+		got := p.Quiet(c) != nil
+		stop()
+		if got != tc.wantWaits {
 			t.Errorf("%s: waited %v, want %v", tc.name, got, tc.wantWaits)
 		}
 	}

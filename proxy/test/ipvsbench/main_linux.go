@@ -231,8 +231,20 @@ func run(r *Result, kind, bin, node string, changes int, timeout time.Duration, 
 	saveMetrics(logPath + ".metrics")
 
 	if kind == "ours" && profileSeconds > 0 && changes > 0 {
-		// A second profile covers the changes (the first, the full sync).
-		go profile(logPath+".changes.pprof", 20)
+		// A second profile covers the changes (the first, the full sync):
+		// about as long as they take (~250 ms each), and the proxy is not
+		// stopped before it is written.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			profile(logPath+".changes.pprof", max(5, changes/4))
+		}()
+		defer func() {
+			select {
+			case <-done:
+			case <-time.After(time.Duration(max(5, changes/4)+30) * time.Second):
+			}
+		}()
 	}
 	for i := 0; i < changes && len(targets) > 0; i++ {
 		t := &targets[(i*7919)%len(targets)]
