@@ -125,21 +125,6 @@ func destAttr(r RealServer) *nl.RtAttr {
 	return a
 }
 
-// addDests adds real servers to k; the error joins each failed one's.
-func (b *batcher) addDests(k VSKey, rs []RealServer) error {
-	reqs := make([]*nl.NetlinkRequest, len(rs))
-	for i, r := range rs {
-		req := nl.NewNetlinkRequest(int(b.family), unix.NLM_F_ACK)
-		req.AddData(&nl.Genlmsg{Command: ipvsCmdNewDest, Version: 1})
-		req.AddData(serviceAttr(k))
-		req.AddData(destAttr(r))
-		reqs[i] = req
-	}
-	return b.run(b.fd, reqs, func(i int, err error) error {
-		return fmt.Errorf("add real server %s to %s: %w", rs[i].AddrPort(), k, err)
-	})
-}
-
 // addServices creates virtual servers and adds their real servers, all in
 // as few sendmsg calls as batchMax allows: the kernel runs a buffer's
 // messages in order, so each service exists before its destinations come.
