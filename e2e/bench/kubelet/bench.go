@@ -230,6 +230,40 @@ func (b *bench) saveHeap(ctx context.Context, k cluster.Choice, phase string) {
 	b.log.Info("heap profile saved", zap.String("path", path))
 }
 
+// saveCPUProfile saves the kubelet's CPU profile over the next seconds
+// (the burst's busiest part) when -profiles is set; the channel closes once
+// it is written.
+func (b *bench) saveCPUProfile(ctx context.Context, k cluster.Choice, seconds int) <-chan struct{} {
+	done := make(chan struct{})
+	if b.profiles == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		nodes, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != 1 {
+			return
+		}
+		data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(seconds)).DoRaw(ctx)
+		if err != nil {
+			b.log.Warn("cpu profile", zap.String("kubelet", string(k)), zap.Error(err))
+			return
+		}
+		path := filepath.Join(b.profiles, fmt.Sprintf("cpu-%s-burst.pb.gz", k))
+		if err := os.MkdirAll(b.profiles, 0o755); err == nil {
+			err = os.WriteFile(path, data, 0o644)
+		}
+		if err != nil {
+			b.log.Warn("cpu profile", zap.Error(err))
+			return
+		}
+		b.log.Info("cpu profile saved", zap.String("path", path))
+	}()
+	return done
+}
+
 // vmRSS reads the VmRSS line of a /proc/PID/status file.
 func vmRSS(path string) (uint64, error) {
 	data, err := os.ReadFile(path)
@@ -382,6 +416,9 @@ func (b *bench) measure(ctx context.Context, k cluster.Choice) (result, error) {
 	if err != nil {
 		return r, err
 	}
+	calls0 := b.takeCalls(ctx)
+	profDone := b.saveCPUProfile(ctx, k, 15)
+	defer func() { <-profDone }()
 	all0, err := takeCPU()
 	if err != nil {
 		return r, err
@@ -398,6 +435,7 @@ func (b *bench) measure(ctx context.Context, k cluster.Choice) (result, error) {
 		return r, err
 	}
 	bc := cpuBetween(all0, all1, clusterPIDs)
+	bc.calls = perPod(calls0, b.takeCalls(ctx), len(names))
 	bc.p99 = percentile(r.burst, 99)
 	r.burstProcs = []burstCPU{bc}
 	cpu1, err := b.kubeletCPU()

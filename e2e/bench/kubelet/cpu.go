@@ -69,6 +69,9 @@ type burstCPU struct {
 	// containerd, the kubelet), the shims and every Pod's processes: the
 	// rest of busy is other work on the machine.
 	node time.Duration
+	// calls are the API requests and the kubelet's CRI calls per Pod
+	// during the burst.
+	calls callCounts
 }
 
 // cpuBetween: cluster are the PIDs the cluster started; the shims, which
@@ -126,4 +129,5 @@ func (c burstCPU) print(out io.Writer, name string, top int) {
 	offered := c.wall * time.Duration(runtime.NumCPU())
 	fmt.Fprintf(out, "%s: burst p99 %.1fs, wall %.1fs, machine busy %.1f of %.1f CPU-s, of which the node (cluster, shims, Pods) %.1f and other work %.1f;\n  CPU-s by command (children in parents): %s\n",
 		name, c.p99.Seconds(), c.wall.Seconds(), c.busy.Seconds(), offered.Seconds(), c.node.Seconds(), (c.busy - c.node).Seconds(), strings.Join(parts, ", "))
+	c.calls.print(out, name)
 }

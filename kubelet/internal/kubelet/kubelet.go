@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,8 +137,8 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		default:
 			runAuth(ctx)
 			srv := &server.Server{NodeName: cfg.NodeName, Host: serverHost{workers: workers, status: sm, rt: rt}, Runtime: rt.RuntimeService,
-				Profiling: cfg.EnableProfiling,
-				Authn:     authn, Authz: authz, Log: log.Named("server"),
+				Profiling: cfg.EnableProfiling, Metrics: metricsRegistry(),
+				Authn: authn, Authz: authz, Log: log.Named("server"),
 				Stats: &stats.Provider{NodeName: cfg.NodeName, RootDir: cfg.RootDir, Runtime: rt.RuntimeService, Host: stats.OSHost{}}}
 			go func() {
 				if err := server.ListenAndServe(ctx, log.Named("server"), scfg, srv.Handler()); err != nil {
@@ -210,4 +211,12 @@ func probeVersion() string {
 		return strings.Join(parts, ".")
 	}
 	return parts[0] + "." + parts[1]
+}
+
+// metricsRegistry is what /metrics serves: the CRI call counts, under
+// upstream's name, to compare what each kubelet asks of the runtime.
+func metricsRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(runtime.Operations)
+	return reg
 }

@@ -63,6 +63,38 @@ type Syncer struct {
 	// lastPullErr is the last pull failure by image back-off key, for the back-off message.
 	lastPullErr map[string]string
 	pullMu      sync.Mutex // serializeImagePulls
+	// mountBackoff spaces the retries of a Pod whose volumes failed.
+	mountBackoff *flowcontrol.Backoff
+}
+
+// Volume retries as upstream's nestedpendingoperations: 500 ms, doubling
+// up to 2m2s. A Pod's first token request often fails while the node
+// authorizer has not yet seen the Pod, and the retry decides its start.
+const (
+	mountRetryInitial = 500 * time.Millisecond
+	mountRetryMax     = 2*time.Minute + 2*time.Second
+)
+
+// mountRetry is how long a Pod whose volumes failed waits for its next try.
+func (s *Syncer) mountRetry(uid types.UID) time.Duration {
+	s.mu.Lock()
+	if s.mountBackoff == nil {
+		s.mountBackoff = flowcontrol.NewBackOff(mountRetryInitial, mountRetryMax)
+	}
+	b := s.mountBackoff
+	s.mu.Unlock()
+	b.Next(string(uid), b.Clock.Now())
+	return b.Get(string(uid))
+}
+
+// mountOK forgets a Pod's volume failures.
+func (s *Syncer) mountOK(uid types.UID) {
+	s.mu.Lock()
+	b := s.mountBackoff
+	s.mu.Unlock()
+	if b != nil {
+		b.Reset(string(uid))
+	}
 }
 
 // VolumeManager prepares and removes a Pod's volumes on the host.
@@ -167,8 +199,9 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 	if s.Volumes != nil {
 		if vols, err = s.Volumes.Setup(ctx, pod); err != nil {
 			s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedMount", "%v", err)
-			return Result{Requeue: 2 * time.Second, Runtime: rp}, err
+			return Result{Requeue: s.mountRetry(pod.UID), Runtime: rp}, err
 		}
+		s.mountOK(pod.UID)
 	}
 	sb := rp.ActiveSandbox()
 	if sb == nil {
@@ -217,6 +250,9 @@ type podSync struct {
 	vols    map[string]containerconfig.HostVolume
 	requeue time.Duration
 	errs    []error
+	// acted is set once this sync asked the runtime to change something;
+	// otherwise rp, read at the sync's start, is still what it holds.
+	acted bool
 }
 
 func (p *podSync) latest(name string) *runtime.Container {
@@ -283,6 +319,7 @@ func (p *podSync) run(ctx context.Context) (Result, error) {
 		case l.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING:
 			if l.Hash != 0 && l.Hash != runtime.HashContainer(c) {
 				p.s.event(ref(pod, c, false), v1.EventTypeNormal, "Killing", "Container %s definition changed, will be restarted", c.Name)
+				p.acted = true
 				p.errs = append(p.errs, p.s.stopContainer(ctx, pod, c, l, gracePeriod(pod)))
 				p.wait(time.Second)
 			}
@@ -293,6 +330,7 @@ func (p *podSync) run(ctx context.Context) (Result, error) {
 				done++
 			}
 		default: // created but never started, or unknown: replace it
+			p.acted = true
 			_ = p.s.RT.RemoveContainer(ctx, l.Status.Id)
 			p.wait(time.Second)
 		}
@@ -305,10 +343,15 @@ func (p *podSync) run(ctx context.Context) (Result, error) {
 }
 
 // result re-reads the runtime so the status reflects what this sync
-// started, and collects the Pod's dead containers and sandboxes.
+// started (a sync that changed nothing keeps what it read at its start),
+// and collects the Pod's dead containers and sandboxes.
 func (p *podSync) result() (Result, error) {
 	rp := p.rp
-	if nrp, err := p.s.RT.GetPod(context.Background(), p.pod.UID); err == nil {
+	nrp, err := rp, error(nil)
+	if p.acted {
+		nrp, err = p.s.RT.GetPod(context.Background(), p.pod.UID)
+	}
+	if err == nil {
 		rp = nrp
 		// Re-read only when something was removed: a Pod's first syncs
 		// (what start latency measures) never prune.
@@ -340,6 +383,7 @@ func (p *podSync) start(ctx context.Context, c *v1.Container, init bool, last *r
 		}
 		s.Backoff.Next(key, ts)
 	}
+	p.acted = true
 	if err := s.startContainer(ctx, p, c, init); err != nil {
 		p.errs = append(p.errs, err)
 		p.wait(time.Second)
@@ -456,6 +500,9 @@ func gracePeriod(pod *v1.Pod) int64 {
 func (s *Syncer) finish(ctx context.Context, pod *v1.Pod, rp *runtime.Pod, res Result) (Result, error) {
 	res.Terminal = true
 	res.Runtime = rp
+	if !rp.Running() {
+		return res, nil // nothing to stop: rp, just read, stays current
+	}
 	err := s.KillPod(ctx, pod, rp, gracePeriod(pod))
 	if nrp, gerr := s.RT.GetPod(ctx, pod.UID); gerr == nil {
 		res.Runtime = nrp

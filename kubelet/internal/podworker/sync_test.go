@@ -264,3 +264,54 @@ func TestSidecarKeptRunningAndStoppedWithPod(t *testing.T) {
 		t.Fatalf("sidecar stopped with the pod (-want +got):\n%s", d)
 	}
 }
+
+// A sync that changes nothing reads the runtime once; a sync that starts a
+// container reads it again so the status shows what it started.
+func TestSyncReadsRuntimeAgainOnlyAfterActing(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	lists := func() int {
+		n := 0
+		for _, c := range f.rs.GetCalls() {
+			if c == "ListContainers" {
+				n++
+			}
+		}
+		return n
+	}
+	steps := []struct {
+		name      string
+		wantLists int
+	}{
+		// read, sandbox created and read again, container started and read again
+		{"first sync starts everything", 3},
+		{"nothing to do", 1},
+	}
+	for _, s := range steps {
+		before := lists()
+		res := f.sync(t, pod)
+		if got := lists() - before; got != s.wantLists {
+			t.Errorf("%s: %d ListContainers calls, want %d", s.name, got, s.wantLists)
+		}
+		if l := res.Runtime.Latest("a"); l == nil || l.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			t.Errorf("%s: result's runtime view lacks the running container: %+v", s.name, l)
+		}
+	}
+}
+
+// Volume failures are retried as upstream's volume manager does: 500 ms,
+// doubling, and from 500 ms again once the volumes were set up.
+func TestMountRetryBacksOff(t *testing.T) {
+	s := &Syncer{}
+	var got []time.Duration
+	for range 3 {
+		got = append(got, s.mountRetry("u"))
+	}
+	s.mountOK("u")
+	got = append(got, s.mountRetry("u"))
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 500 * time.Millisecond}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("retries (-want +got):\n%s", d)
+	}
+}

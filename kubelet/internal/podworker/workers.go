@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -108,8 +109,27 @@ func (w *Workers) Update(pod *v1.Pod) {
 		w.startLocked(pod.UID)
 		return
 	}
+	prev := w.pods[pod.UID]
 	w.pods[pod.UID] = pod
+	if prev != nil && !differSemantically(prev, pod) && len(pod.Spec.ReadinessGates) == 0 {
+		// Only the status changed, mostly by our own patch coming back
+		// through the informer: upstream's config source calls this a
+		// reconcile and does not sync the Pod (unless readiness gates need
+		// the Ready condition recomputed), so neither do we.
+		return
+	}
 	w.triggerLocked(pod.UID)
+}
+
+// differSemantically is upstream's podsDifferSemantically: a change of
+// spec, labels, annotations or deletion needs a sync; a status-only change
+// does not.
+func differSemantically(a, b *v1.Pod) bool {
+	return !apiequality.Semantic.DeepEqual(a.Spec, b.Spec) ||
+		!apiequality.Semantic.DeepEqual(a.Labels, b.Labels) ||
+		!apiequality.Semantic.DeepEqual(a.Annotations, b.Annotations) ||
+		!apiequality.Semantic.DeepEqual(a.DeletionTimestamp, b.DeletionTimestamp) ||
+		!apiequality.Semantic.DeepEqual(a.DeletionGracePeriodSeconds, b.DeletionGracePeriodSeconds)
 }
 
 func (w *Workers) admit(pod *v1.Pod) admission.Result {

@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
@@ -74,4 +75,46 @@ func TestWorkersRunRejectAndDelete(t *testing.T) {
 	poll(t, "deleted", func() bool { return get("p") == nil })
 	w.Remove(pod.UID)
 	poll(t, "runtime emptied", func() bool { return len(f.states(t)) == 0 })
+}
+
+// A status-only change (our own patch coming back through the informer)
+// must not sync the Pod again; any other change must.
+func TestUpdateSyncsOnlyOnSemanticChange(t *testing.T) {
+	base := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	now := metav1.Now()
+	g := int64(1)
+	tests := []struct {
+		name   string
+		change func(p *v1.Pod)
+		want   bool
+	}{
+		{"status only", func(p *v1.Pod) { p.Status.Phase = v1.PodRunning; p.ResourceVersion = "7" }, false},
+		{"spec", func(p *v1.Pod) { p.Spec.Containers[0].Image = "other" }, true},
+		{"labels", func(p *v1.Pod) { p.Labels = map[string]string{"x": "y"} }, true},
+		{"annotations", func(p *v1.Pod) { p.Annotations = map[string]string{"x": "y"} }, true},
+		{"deletion", func(p *v1.Pod) { p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &now, &g }, true},
+		{"status with readiness gates", func(p *v1.Pod) {
+			p.Spec.ReadinessGates = []v1.PodReadinessGate{{ConditionType: "x"}}
+			p.Status.Conditions = []v1.PodCondition{{Type: "x", Status: v1.ConditionTrue}}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			old := base.DeepCopy()
+			if tt.name == "status with readiness gates" {
+				old.Spec.ReadinessGates = []v1.PodReadinessGate{{ConditionType: "x"}}
+			}
+			ch := make(chan struct{}, 1)
+			w := &Workers{pods: map[types.UID]*v1.Pod{old.UID: old}, workers: map[types.UID]chan struct{}{old.UID: ch}}
+			next := old.DeepCopy()
+			tt.change(next)
+			w.Update(next)
+			if got := len(ch) == 1; got != tt.want {
+				t.Errorf("sync triggered = %v, want %v", got, tt.want)
+			}
+			if w.pods[old.UID] != next {
+				t.Error("the newest Pod was not stored")
+			}
+		})
+	}
 }

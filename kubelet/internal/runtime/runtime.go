@@ -33,7 +33,7 @@ func Connect(ctx context.Context, runtimeEndpoint, imageEndpoint string, timeout
 	if err != nil {
 		return nil, fmt.Errorf("connect CRI image service %s: %w", imageEndpoint, err)
 	}
-	return &Runtime{RuntimeService: rs, ImageManagerService: is}, nil
+	return &Runtime{RuntimeService: countedRuntime{rs}, ImageManagerService: countedImages{is}}, nil
 }
 
 // Container is one container as the runtime reports it, with its labels decoded.

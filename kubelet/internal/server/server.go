@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,6 +58,8 @@ type Server struct {
 	Authn     authenticator.Request
 	Authz     authorizer.UnconditionalAuthorizer
 	Log       *zap.Logger
+	// Metrics answers /metrics (the kubelet's own counters); nil serves none.
+	Metrics prometheus.Gatherer
 	// Stats answers /stats/summary; nil serves none.
 	Stats interface {
 		Summary(ctx context.Context) (*statsapi.Summary, error)
@@ -70,6 +74,9 @@ func (s *Server) Handler() http.Handler {
 	if s.Stats != nil {
 		mux.HandleFunc("GET /stats/summary", s.summary)
 		mux.Handle("GET /metrics/resource", resourceMetrics(s.Stats, s.Log))
+	}
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("GET /containerLogs/{ns}/{pod}/{container}", s.logs)
 	for _, p := range []string{"/exec/{ns}/{pod}/{container}", "/exec/{ns}/{pod}/{uid}/{container}"} {
