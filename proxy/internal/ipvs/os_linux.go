@@ -187,7 +187,9 @@ func (l *LinuxOS) RealServers(k VSKey) ([]RealServer, error) {
 	return d.dests(k)
 }
 
-func (l *LinuxOS) AddRealServers(k VSKey, rs []RealServer) error { return l.batch.destCmd(ipvsCmdNewDest, k, rs, "add") }
+func (l *LinuxOS) AddRealServers(k VSKey, rs []RealServer) error {
+	return l.batch.destCmd(ipvsCmdNewDest, k, rs, "add")
+}
 
 func (l *LinuxOS) AddVirtualServers(vss []VirtualServer, reals [][]RealServer) error {
 	return l.batch.addServices(vss, reals)
