@@ -49,8 +49,9 @@ func TestBootstrapRatio(t *testing.T) {
 
 func TestReportWorstRatio(t *testing.T) {
 	r := &Result{Samples: map[string]map[string][]time.Duration{
-		"ours":     {OpRunSandbox: ms(100, 110, 120), OpExecSync: ms(30, 33, 36)},
-		"upstream": {OpRunSandbox: ms(100, 100, 100), OpExecSync: ms(30, 30, 30)},
+		// A part of an operation (OpStart) is shown but is not the goal.
+		"ours":     {OpRunSandbox: ms(100, 110, 120), OpExecSync: ms(30, 33, 36), OpStart: ms(90, 90, 90)},
+		"upstream": {OpRunSandbox: ms(100, 100, 100), OpExecSync: ms(30, 30, 30), OpStart: ms(60, 60, 60)},
 	}}
 	var b bytes.Buffer
 	worst := r.Report(&b)
