@@ -206,28 +206,9 @@ func (b *bench) logRSSParts(path string) {
 // saveHeap saves the node's kubelet's heap profile, read through the API
 // server's node proxy (both kubelets serve /debug/pprof by default).
 func (b *bench) saveHeap(ctx context.Context, k cluster.Choice, phase string) {
-	if b.profiles == "" {
-		return
+	if b.profiles != "" {
+		b.saveProfile(ctx, k, "heap", nil, fmt.Sprintf("heap-%s-%s.pb.gz", k, phase))
 	}
-	nodes, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) != 1 {
-		b.log.Warn("heap profile: no single node", zap.Error(err))
-		return
-	}
-	data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy/debug/pprof/heap").DoRaw(ctx)
-	if err != nil {
-		b.log.Warn("heap profile", zap.String("kubelet", string(k)), zap.Error(err))
-		return
-	}
-	path := filepath.Join(b.profiles, fmt.Sprintf("heap-%s-%s.pb.gz", k, phase))
-	if err := os.MkdirAll(b.profiles, 0o755); err == nil {
-		err = os.WriteFile(path, data, 0o644)
-	}
-	if err != nil {
-		b.log.Warn("heap profile", zap.Error(err))
-		return
-	}
-	b.log.Info("heap profile saved", zap.String("path", path))
 }
 
 // saveCPUProfile saves the kubelet's CPU profile over the next seconds
@@ -241,27 +222,37 @@ func (b *bench) saveCPUProfile(ctx context.Context, k cluster.Choice, seconds in
 	}
 	go func() {
 		defer close(done)
-		nodes, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		if err != nil || len(nodes.Items) != 1 {
-			return
-		}
-		data, err := b.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy/debug/pprof/profile").
-			Param("seconds", strconv.Itoa(seconds)).DoRaw(ctx)
-		if err != nil {
-			b.log.Warn("cpu profile", zap.String("kubelet", string(k)), zap.Error(err))
-			return
-		}
-		path := filepath.Join(b.profiles, fmt.Sprintf("cpu-%s-burst.pb.gz", k))
-		if err := os.MkdirAll(b.profiles, 0o755); err == nil {
-			err = os.WriteFile(path, data, 0o644)
-		}
-		if err != nil {
-			b.log.Warn("cpu profile", zap.Error(err))
-			return
-		}
-		b.log.Info("cpu profile saved", zap.String("path", path))
+		b.saveProfile(ctx, k, "profile", map[string]string{"seconds": strconv.Itoa(seconds)}, fmt.Sprintf("cpu-%s-burst.pb.gz", k))
 	}()
 	return done
+}
+
+// saveProfile reads /debug/pprof/<kind> of the node's kubelet through the
+// API server's node proxy and writes it to file under -profiles.
+func (b *bench) saveProfile(ctx context.Context, k cluster.Choice, kind string, params map[string]string, file string) {
+	nodes, err := b.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		b.log.Warn(kind+" profile: no single node", zap.Error(err))
+		return
+	}
+	req := b.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy/debug/pprof/"+kind)
+	for n, v := range params {
+		req = req.Param(n, v)
+	}
+	data, err := req.DoRaw(ctx)
+	if err != nil {
+		b.log.Warn(kind+" profile", zap.String("kubelet", string(k)), zap.Error(err))
+		return
+	}
+	path := filepath.Join(b.profiles, file)
+	if err := os.MkdirAll(b.profiles, 0o755); err == nil {
+		err = os.WriteFile(path, data, 0o644)
+	}
+	if err != nil {
+		b.log.Warn(kind+" profile", zap.Error(err))
+		return
+	}
+	b.log.Info(kind+" profile saved", zap.String("path", path))
 }
 
 // vmRSS reads the VmRSS line of a /proc/PID/status file.

@@ -25,6 +25,16 @@ type Runner struct {
 // held on purpose, and other work need not wait for it.
 func (r *Runner) Holding() bool { return r.holding.Load() }
 
+// holdFor is how long a run triggered now must wait for minInterval since
+// the last run began. The clock is read only when there is a minimum
+// interval: in some guests (user-mode-linux) each read is a system call.
+func (r *Runner) holdFor(last time.Time) time.Duration {
+	if r.min <= 0 || last.IsZero() {
+		return 0
+	}
+	return r.min - time.Since(last)
+}
+
 // NewRunner builds a runner; Run starts it.
 func NewRunner(fn func(), minInterval, maxInterval time.Duration) *Runner {
 	return &Runner{fn: fn, min: minInterval, max: maxInterval, trigger: make(chan struct{}, 1), work: make(chan func())}
@@ -72,9 +82,7 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-r.trigger:
 		case <-periodic.C:
 		}
-		// The clock is read only when there is a minimum interval: in some
-		// guests (user-mode-linux) each read is a system call.
-		if wait := r.min - time.Since(last); r.min > 0 && !last.IsZero() && wait > 0 {
+		if wait := r.holdFor(last); wait > 0 {
 			t := time.NewTimer(wait)
 			r.holding.Store(true)
 		waiting:
