@@ -3,6 +3,7 @@ package criserver
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -55,6 +56,18 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		SandboxDir: s.sandboxDir(sb.ID), NetNSPath: sb.NetNS, SandboxPID: sb.PID,
 		CgroupPath: s.cgroupPath(sb.Config.GetLinux().GetCgroupParent(), id),
 		OOMMin:     s.oom, SeccompRoot: filepath.Join(s.cfg.RootDir, "seccomp"), RRO: s.feat.RRO,
+		Hostname: sb.Config.GetHostname(), ImageName: cfg.GetImage().GetUserSpecifiedImage(),
+	}
+	if in.Hostname == "" {
+		if in.Hostname, err = os.Hostname(); err != nil {
+			return nil, toStatus(err, "hostname")
+		}
+	}
+	if in.ImageName == "" {
+		in.ImageName = cfg.GetImage().GetImage()
+		if len(img.Tags) > 0 {
+			in.ImageName = img.Tags[0]
+		}
 	}
 	// A sandbox made by a shim without shared /dev/shm has no mount there:
 	// its containers keep their own, as before.

@@ -63,7 +63,7 @@ func FuzzValidateAndSpec(f *testing.F) {
 		if proto.Unmarshal(data, &r) != nil || validate.Request(&r) != nil {
 			return
 		}
-		opts, err := sandboxSpecOpts(r.GetConfig(), nil, []string{"/pause"}, nil, "/ns", "/cg", 0)
+		opts, err := sandboxSpecOpts(sandboxSpecInput{Config: r.GetConfig(), Image: imagespec.ImageConfig{Cmd: []string{"/pause"}, User: "65535:65535"}, NetNSPath: "/ns", CgroupPath: "/cg", UnprivilegedPorts: true})
 		if err != nil {
 			return
 		}

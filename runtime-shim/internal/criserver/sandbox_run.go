@@ -5,15 +5,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
+	usernsutil "github.com/moby/sys/userns"
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.uber.org/zap"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -111,20 +115,15 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		undo = append(undo, func() { _ = s.host.RemoveNetNS(nsPath) })
 	}
 
-	specOpts, err := sandboxSpecOpts(cfg, imgSpec.Config.Entrypoint, imgSpec.Config.Cmd, imgSpec.Config.Env, nsPath, s.cgroupPath(cfg.GetLinux().GetCgroupParent(), id), s.oom)
+	specOpts, err := sandboxSpecOpts(sandboxSpecInput{Config: cfg, Image: imgSpec.Config, ImageName: s.cfg.SandboxImage,
+		NetNSPath: nsPath, CgroupPath: s.cgroupPath(cfg.GetLinux().GetCgroupParent(), id), OOMMin: s.oom,
+		UnprivilegedPorts: kernelHasUnprivilegedPortStart(), UserNS: userns.enabled() || usernsutil.RunningInUserNS()})
 	if err != nil {
 		return nil, toStatus(err, "sandbox spec")
 	}
 	specOpts = append(specOpts, userns.specOpts(0)...)
 	// The Pod's shim group, which its containers join (see CreateContainer).
 	specOpts = append(specOpts, oci.WithAnnotations(map[string]string{annSandboxID: id}))
-	if u := cfg.GetLinux().GetSecurityContext().GetRunAsUser(); u != nil {
-		gid := uint32(0)
-		if g := cfg.GetLinux().GetSecurityContext().GetRunAsGroup(); g != nil {
-			gid = uint32(g.GetValue())
-		}
-		specOpts = append(specOpts, oci.WithUIDGID(uint32(u.GetValue()), gid))
-	}
 	ext, err := typeurl.MarshalAny(cfg)
 	if err != nil {
 		return nil, toStatus(err, "encode sandbox config")
@@ -209,27 +208,65 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
-// sandboxSpecOpts is the pause container's spec, a pure function of the config.
-func sandboxSpecOpts(cfg *runtime.PodSandboxConfig, entrypoint, cmd, env []string, nsPath, cgroup string, oomMin int64) ([]oci.SpecOpts, error) {
-	args := append(append([]string{}, entrypoint...), cmd...)
+// sandboxSpecInput is everything the pause container's spec depends on.
+type sandboxSpecInput struct {
+	Config     *runtime.PodSandboxConfig
+	Image      imagespec.ImageConfig
+	ImageName  string
+	NetNSPath  string
+	CgroupPath string
+	OOMMin     int64
+	// UnprivilegedPorts: the kernel has net.ipv4.ip_unprivileged_port_start (4.11).
+	UnprivilegedPorts bool
+	// UserNS: the Pod has a user namespace or this process runs in one.
+	// Then neither network sysctl is set: the netns belongs to this
+	// process's user namespace, so the Pod's runc may not write its sysctls
+	// (containerd's CRI creates the netns inside the Pod's user namespace
+	// instead), and ping_group_range cannot take the whole range.
+	UserNS bool
+}
+
+// sandboxSpecOpts is the pause container's spec, a pure function of the
+// config; what it adds to the request is what containerd's CRI adds.
+func sandboxSpecOpts(in sandboxSpecInput) ([]oci.SpecOpts, error) {
+	cfg := in.Config
+	args := append(append([]string{}, in.Image.Entrypoint...), in.Image.Cmd...)
 	if len(args) == 0 {
 		args = []string{"/pause"}
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
 	ns := sc.GetNamespaceOptions()
 	opts := []oci.SpecOpts{
+		oci.WithoutRunMount,
+		withoutRlimits,
 		oci.WithProcessArgs(args...),
-		oci.WithEnv(env),
+		oci.WithEnv(in.Image.Env),
 		oci.WithProcessCwd("/"),
-		withOOMScoreAdj(-998, oomMin),
-		oci.WithDefaultUnixDevices,
+		// The pause process writes nothing.
+		oci.WithRootFSReadonly(),
+		withOOMScoreAdj(-998, in.OOMMin),
+		// The smallest CPU weight: the pause process only sleeps.
+		oci.WithCPUShares(2),
 		oci.WithAnnotations(map[string]string{
-			"io.kubernetes.cri.container-type":    "sandbox",
-			"io.kubernetes.cri.sandbox-name":      cfg.GetMetadata().GetName(),
-			"io.kubernetes.cri.sandbox-namespace": cfg.GetMetadata().GetNamespace(),
-			"io.kubernetes.cri.sandbox-uid":       cfg.GetMetadata().GetUid(),
+			"io.kubernetes.cri.container-type":        "sandbox",
+			"io.kubernetes.cri.sandbox-name":          cfg.GetMetadata().GetName(),
+			"io.kubernetes.cri.sandbox-namespace":     cfg.GetMetadata().GetNamespace(),
+			"io.kubernetes.cri.sandbox-uid":           cfg.GetMetadata().GetUid(),
+			"io.kubernetes.cri.sandbox-log-directory": cfg.GetLogDirectory(),
+			"io.kubernetes.cri.podsandbox.image-name": in.ImageName,
 		}),
 	}
+	// The Pod's user, else the image's (the pause image runs as 65535).
+	if u := sc.GetRunAsUser(); u != nil {
+		gid := uint32(0)
+		if g := sc.GetRunAsGroup(); g != nil {
+			gid = uint32(g.GetValue())
+		}
+		opts = append(opts, oci.WithUIDGID(uint32(u.GetValue()), gid))
+	} else if in.Image.User != "" {
+		opts = append(opts, oci.WithUser(in.Image.User))
+	}
+	nsPath, cgroup := in.NetNSPath, in.CgroupPath
 	if ns.GetNetwork() == runtime.NamespaceMode_NODE {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostNamespace(specs.UTSNamespace))
 	} else {
@@ -249,11 +286,18 @@ func sandboxSpecOpts(cfg *runtime.PodSandboxConfig, entrypoint, cmd, env []strin
 	} else {
 		opts = append(opts, seccompDefaultUnlessUnconfined(sc.GetSeccomp()))
 	}
-	if sc.GetReadonlyRootfs() {
-		opts = append(opts, oci.WithRootFSReadonly())
+	sysctls := map[string]string{}
+	// As containerd's CRI (enable_unprivileged_ports and _icmp, on by
+	// default): in its own network namespace a Pod's non-root processes
+	// may bind any port and ping.
+	if ns.GetNetwork() != runtime.NamespaceMode_NODE && !in.UserNS {
+		if in.UnprivilegedPorts {
+			sysctls["net.ipv4.ip_unprivileged_port_start"] = "0"
+		}
+		sysctls["net.ipv4.ping_group_range"] = "0 2147483647"
 	}
-	if len(cfg.GetLinux().GetSysctls()) > 0 {
-		sysctls := cfg.GetLinux().GetSysctls()
+	maps.Copy(sysctls, cfg.GetLinux().GetSysctls())
+	if len(sysctls) > 0 {
 		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 			if s.Linux.Sysctl == nil {
 				s.Linux.Sysctl = map[string]string{}
@@ -269,6 +313,12 @@ func sandboxSpecOpts(cfg *runtime.PodSandboxConfig, entrypoint, cmd, env []strin
 	}
 	return opts, nil
 }
+
+// kernelHasUnprivilegedPortStart: the sysctl exists from Linux 4.11.
+var kernelHasUnprivilegedPortStart = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	return err == nil
+})
 
 func seccompDefaultUnlessUnconfined(p *runtime.SecurityProfile) oci.SpecOpts {
 	if p != nil && p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault {

@@ -31,14 +31,21 @@ type specInput struct {
 	CgroupPath  string
 	OOMMin      int64 // lowest oom_score_adj this process may set
 	SeccompRoot string
-	RRO         bool // the runtime supports recursive read-only mounts
+	RRO         bool   // the runtime supports recursive read-only mounts
+	Hostname    string // the Pod's hostname, else the node's: HOSTNAME in the environment
+	ImageName   string // the image as the user named it (annotation)
 }
 
 // containerSpecOpts turns CRI + image config into containerd spec options.
 // User/group resolution is left to the caller because it reads the rootfs.
 func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 	c := in.Config
-	var opts []oci.SpecOpts
+	// As containerd's CRI: no /run tmpfs (the kubelet mounts what a Pod
+	// needs), no default rlimits (the container inherits the runtime's, as
+	// Pods do on containerd), and masked/readonly paths only as the request
+	// lists them: the kubelet always sends its defaults, and a bare CRI
+	// client gets what containerd gives it (containerd/containerd#5029).
+	opts := []oci.SpecOpts{oci.WithoutRunMount, withoutRlimits, oci.WithMaskedPaths([]string{}), oci.WithReadonlyPaths([]string{})}
 
 	args := append([]string{}, c.GetCommand()...)
 	cargs := c.GetArgs()
@@ -63,6 +70,10 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 	}
 	opts = append(opts, oci.WithProcessCwd(cwd))
 
+	// HOSTNAME first, so that the image's or the request's own wins.
+	if in.Hostname != "" {
+		opts = append(opts, oci.WithEnv([]string{"HOSTNAME=" + in.Hostname}))
+	}
 	env := append([]string{}, in.Image.Env...)
 	for _, e := range c.GetEnvs() {
 		env = append(env, e.GetKey()+"="+string(e.GetValue()))
@@ -106,7 +117,7 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 	}
 
 	// Files the sandbox provides unless the kubelet mounts its own.
-	opts = append(opts, withoutDefaultShm(in, c.GetMounts()), oci.WithMounts(sandboxFileMounts(in, c.GetMounts())))
+	opts = append(opts, withoutDefaultShm(in, c.GetMounts()), oci.WithMounts(cgroupMount(c.GetMounts())), oci.WithMounts(sandboxFileMounts(in, c.GetMounts())))
 	mounts, err := criMounts(c.GetMounts(), in.RRO)
 	if err != nil {
 		return nil, err
@@ -120,7 +131,7 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 		}
 		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices)
 	} else {
-		opts = append(opts, oci.WithDefaultUnixDevices)
+		// The standard devices (null, zero, tty, ...) runc allows itself.
 		if caps := sc.GetCapabilities(); caps != nil {
 			if contains(caps.GetAddCapabilities(), "ALL") {
 				// What we hold, not all known: this host's bounding set lacks some.
@@ -177,10 +188,36 @@ func containerSpecOpts(in specInput) ([]oci.SpecOpts, error) {
 	for k, v := range c.GetAnnotations() {
 		ann[k] = v
 	}
+	// containerd's CRI annotations, which NRI plugins and node tools read.
 	ann["io.kubernetes.cri.container-type"] = "container"
 	ann["io.kubernetes.cri.container-name"] = c.GetMetadata().GetName()
+	ann["io.kubernetes.cri.image-name"] = in.ImageName
+	ann["io.kubernetes.cri.sandbox-name"] = in.Sandbox.GetMetadata().GetName()
+	ann["io.kubernetes.cri.sandbox-namespace"] = in.Sandbox.GetMetadata().GetNamespace()
+	ann["io.kubernetes.cri.sandbox-uid"] = in.Sandbox.GetMetadata().GetUid()
 	opts = append(opts, oci.WithAnnotations(ann))
 	return opts, nil
+}
+
+// withoutRlimits drops the default spec's RLIMIT_NOFILE 1024.
+func withoutRlimits(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Process != nil {
+		s.Process.Rlimits = nil
+	}
+	return nil
+}
+
+// cgroupMount is containerd's read-only /sys/fs/cgroup (the container's
+// own cgroups, which runtimes such as the JVM read for their limits),
+// unless the request mounts something there.
+func cgroupMount(user []*runtime.Mount) []specs.Mount {
+	for _, m := range user {
+		if filepath.Clean(m.GetContainerPath()) == "/sys/fs/cgroup" {
+			return nil
+		}
+	}
+	return []specs.Mount{{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}}}
 }
 
 func resourceOpts(r *runtime.LinuxContainerResources, oomMin int64) []oci.SpecOpts {

@@ -3,12 +3,15 @@ package criserver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -251,5 +254,177 @@ func TestSandboxFiles(t *testing.T) {
 	}
 	if d := cmp.Diff(want, gs); d != "" {
 		t.Fatalf("(-want +got):\n%s", d)
+	}
+}
+
+// TestContainerSpecContainerdDefaults: what containerd's CRI adds to or
+// leaves out of a container's spec beyond the request, which Pods notice
+// when a node moves between the two runtimes.
+func TestContainerSpecContainerdDefaults(t *testing.T) {
+	type defaults struct {
+		Env         []string
+		Masked      []string
+		Readonly    []string
+		Rlimits     int
+		NonBind     map[string]string // destination -> type, beyond the default spec's
+		Annotations map[string]string
+	}
+	summarize := func(in specInput) defaults {
+		t.Helper()
+		opts, err := containerSpecOpts(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := namespaces.WithNamespace(context.Background(), "test")
+		s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: in.ID}, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := defaults{Env: s.Process.Env, Masked: s.Linux.MaskedPaths, Readonly: s.Linux.ReadonlyPaths,
+			Rlimits: len(s.Process.Rlimits), NonBind: map[string]string{}, Annotations: s.Annotations}
+		for _, m := range s.Mounts {
+			switch m.Destination {
+			case "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys":
+			default:
+				if m.Type != "bind" {
+					d.NonBind[m.Destination] = m.Type + " " + strings.Join(m.Options, ",")
+				}
+			}
+		}
+		return d
+	}
+	ann := map[string]string{
+		"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "c",
+		"io.kubernetes.cri.image-name": "img:1", "io.kubernetes.cri.sandbox-name": "p",
+		"io.kubernetes.cri.sandbox-namespace": "n", "io.kubernetes.cri.sandbox-uid": "u",
+	}
+	cgroupRO := map[string]string{"/sys/fs/cgroup": "cgroup nosuid,noexec,nodev,relatime,ro"}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*specInput)
+		want   defaults
+	}{
+		{
+			name: "bare request: no masked paths, no /run, no rlimits, HOSTNAME, read-only cgroupfs",
+			want: defaults{Env: []string{"HOSTNAME=web-0", "PATH=/bin"}, NonBind: cgroupRO, Annotations: ann},
+		},
+		{
+			name: "the kubelet's masked and read-only paths and its HOSTNAME win",
+			mutate: func(in *specInput) {
+				in.Config.Envs = []*runtime.KeyValue{{Key: "HOSTNAME", Value: []byte("mine")}}
+				in.Config.Linux = &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{
+					MaskedPaths: []string{"/proc/kcore"}, ReadonlyPaths: []string{"/proc/sys"}}}
+			},
+			want: defaults{Env: []string{"HOSTNAME=mine", "PATH=/bin"}, Masked: []string{"/proc/kcore"}, Readonly: []string{"/proc/sys"},
+				NonBind: cgroupRO, Annotations: ann},
+		},
+		{
+			name: "a mount at /sys/fs/cgroup replaces the cgroupfs",
+			mutate: func(in *specInput) {
+				in.Config.Mounts = []*runtime.Mount{{ContainerPath: "/sys/fs/cgroup/", HostPath: "/sys/fs/cgroup"}}
+			},
+			want: defaults{Env: []string{"HOSTNAME=web-0", "PATH=/bin"}, NonBind: map[string]string{}, Annotations: ann},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := baseInput()
+			in.Hostname, in.ImageName = "web-0", "img:1"
+			if tc.mutate != nil {
+				tc.mutate(&in)
+			}
+			if d := cmp.Diff(tc.want, summarize(in), cmpopts.EquateEmpty()); d != "" {
+				t.Fatalf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestSandboxSpec: the pause container's spec adds what containerd's CRI
+// adds: read-only rootfs, the image's user, the unprivileged port and ping
+// sysctls in the Pod's own network namespace, the smallest CPU weight,
+// no /run and no rlimits.
+func TestSandboxSpec(t *testing.T) {
+	type summary struct {
+		Args     []string
+		User     string
+		Readonly bool
+		Sysctls  map[string]string
+		Shares   uint64
+		Rlimits  int
+		RunMount bool
+		ImageAnn string
+	}
+	base := func() sandboxSpecInput {
+		return sandboxSpecInput{
+			Config:    &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"}},
+			Image:     imagespec.ImageConfig{Entrypoint: []string{"/pause"}, User: "65535:65535"},
+			ImageName: "pause:3", NetNSPath: "/ns", UnprivilegedPorts: true,
+		}
+	}
+	defaults := map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*sandboxSpecInput)
+		want   summary
+	}{
+		{name: "defaults", want: summary{Args: []string{"/pause"}, User: "65535:65535", Readonly: true, Sysctls: defaults, Shares: 2, ImageAnn: "pause:3"}},
+		{
+			name: "the Pod's user and sysctls win",
+			mutate: func(in *sandboxSpecInput) {
+				in.Config.Linux = &runtime.LinuxPodSandboxConfig{
+					Sysctls:         map[string]string{"net.ipv4.ip_unprivileged_port_start": "1024", "kernel.shm_rmid_forced": "1"},
+					SecurityContext: &runtime.LinuxSandboxSecurityContext{RunAsUser: &runtime.Int64Value{Value: 7}}}
+			},
+			want: summary{Args: []string{"/pause"}, User: "7:0", Readonly: true, Shares: 2, ImageAnn: "pause:3",
+				Sysctls: map[string]string{"net.ipv4.ip_unprivileged_port_start": "1024", "net.ipv4.ping_group_range": "0 2147483647", "kernel.shm_rmid_forced": "1"}},
+		},
+		{
+			name: "host network: no network sysctls",
+			mutate: func(in *sandboxSpecInput) {
+				in.NetNSPath = ""
+				in.Config.Linux = &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+					NamespaceOptions: &runtime.NamespaceOption{Network: runtime.NamespaceMode_NODE}}}
+			},
+			want: summary{Args: []string{"/pause"}, User: "65535:65535", Readonly: true, Shares: 2, ImageAnn: "pause:3"},
+		},
+		{
+			name:   "user namespace: neither sysctl",
+			mutate: func(in *sandboxSpecInput) { in.UserNS = true },
+			want:   summary{Args: []string{"/pause"}, User: "65535:65535", Readonly: true, Shares: 2, ImageAnn: "pause:3"},
+		},
+		{
+			name:   "old kernel: no unprivileged port sysctl",
+			mutate: func(in *sandboxSpecInput) { in.UnprivilegedPorts = false },
+			want: summary{Args: []string{"/pause"}, User: "65535:65535", Readonly: true, Shares: 2, ImageAnn: "pause:3",
+				Sysctls: map[string]string{"net.ipv4.ping_group_range": "0 2147483647"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := base()
+			if tc.mutate != nil {
+				tc.mutate(&in)
+			}
+			opts, err := sandboxSpecOpts(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := namespaces.WithNamespace(context.Background(), "test")
+			s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "s"}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := summary{Args: s.Process.Args, Readonly: s.Root.Readonly, Sysctls: s.Linux.Sysctl,
+				User: fmt.Sprintf("%d:%d", s.Process.User.UID, s.Process.User.GID), Rlimits: len(s.Process.Rlimits),
+				ImageAnn: s.Annotations["io.kubernetes.cri.podsandbox.image-name"]}
+			if r := s.Linux.Resources; r != nil && r.CPU != nil && r.CPU.Shares != nil {
+				got.Shares = *r.CPU.Shares
+			}
+			for _, m := range s.Mounts {
+				got.RunMount = got.RunMount || m.Destination == "/run"
+			}
+			if d := cmp.Diff(tc.want, got, cmpopts.EquateEmpty()); d != "" {
+				t.Fatalf("(-want +got):\n%s", d)
+			}
+		})
 	}
 }
