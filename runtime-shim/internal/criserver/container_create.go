@@ -117,7 +117,7 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	_, err = s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		s.withNewSnapshot(id, cimg, userns.snapshotOpts()...),
+		s.withNewSnapshot(id, cimg, &tin, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(labels),

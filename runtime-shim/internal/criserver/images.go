@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/opencontainers/image-spec/identity"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -197,8 +198,31 @@ func (s *Service) unpacked(ctx context.Context, ci *criImage) (containerd.Image,
 // image first only when its snapshot chain is missing (an image imported
 // rather than pulled), as containerd's CRI does: the usual create then
 // skips the separate IsUnpacked check, one round trip less.
-func (s *Service) withNewSnapshot(id string, img containerd.Image, opts ...snapshots.Opt) containerd.NewContainerOpts {
+func (s *Service) withNewSnapshot(id string, img containerd.Image, into *taskInputs, opts ...snapshots.Opt) containerd.NewContainerOpts {
 	f := containerd.WithNewSnapshot(id, img, opts...)
+	if len(opts) == 0 {
+		// Without ID-remapping options, prepare the snapshot directly:
+		// containerd.WithNewSnapshot asks the introspection service for the
+		// snapshotter's capabilities first (a round trip per container),
+		// and drops the mounts that Prepare returns, which StartContainer
+		// would otherwise ask for again.
+		f = func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
+			diffIDs, err := img.RootFS(ctx)
+			if err != nil {
+				return err
+			}
+			if c.Snapshotter == "" {
+				return fmt.Errorf("container %s: no snapshotter: %w", id, errInvalidSpec)
+			}
+			mounts, err := client.SnapshotService(c.Snapshotter).Prepare(ctx, id, identity.ChainID(diffIDs).String())
+			if err != nil {
+				return err
+			}
+			c.SnapshotKey, c.Image = id, img.Name()
+			into.mounts = mounts
+			return nil
+		}
+	}
 	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
 		err := f(ctx, client, c)
 		if !errdefs.IsNotFound(err) {

@@ -8,6 +8,7 @@ import (
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -24,6 +25,9 @@ type taskInputs struct {
 	snapshotter string
 	snapshotKey string
 	mountLabel  string
+	// mounts: the rootfs mounts Prepare returned, nil when not kept (then
+	// StartContainer asks the snapshotter).
+	mounts []mount.Mount
 }
 
 // withTaskInputs records the finished spec's mount label (place it last).
@@ -83,9 +87,12 @@ func (s *Service) newInitTask(ctx context.Context, id string, in taskInputs, i c
 		if in.snapshotter == "" {
 			return nil, 0, fmt.Errorf("container %s: rootfs snapshot without snapshotter: %w", id, errInvalidSpec)
 		}
-		mounts, err := s.client.SnapshotService(in.snapshotter).Mounts(ctx, in.snapshotKey)
-		if err != nil {
-			return nil, 0, fmt.Errorf("rootfs mounts: %w", err)
+		mounts := in.mounts
+		if mounts == nil {
+			var err error
+			if mounts, err = s.client.SnapshotService(in.snapshotter).Mounts(ctx, in.snapshotKey); err != nil {
+				return nil, 0, fmt.Errorf("rootfs mounts: %w", err)
+			}
 		}
 		for _, m := range mounts {
 			opts := m.Options
