@@ -33,15 +33,12 @@ const (
 // rs in one batch; ENOENT and ESRCH (no such real or virtual server) match
 // ErrNotFound.
 func (b *batcher) destCmd(cmd uint8, k VSKey, rs []RealServer, verb string) error {
-	reqs := make([]*nl.NetlinkRequest, len(rs))
-	for i, r := range rs {
-		req := nl.NewNetlinkRequest(int(b.family), unix.NLM_F_ACK)
-		req.AddData(&nl.Genlmsg{Command: cmd, Version: 1})
-		req.AddData(serviceAttr(k))
-		req.AddData(destAttr(r))
-		reqs[i] = req
+	enc := func(m *msgBuf, i int) {
+		m.genl(cmd)
+		m.endNest(m.service(k))
+		m.dest(rs[i])
 	}
-	return b.run(b.fd, reqs, func(i int, err error) error {
+	return b.send(b.fd, b.family, 0, len(rs), enc, func(i int, err error) error {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
 			err = fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
@@ -56,6 +53,7 @@ type dumper struct {
 	fd     int
 	family uint16
 	buf    []byte
+	out    []byte
 	seq    uint32
 }
 
@@ -71,12 +69,14 @@ func (d *dumper) close() { unix.Close(d.fd) }
 
 // dests dumps k's real servers.
 func (d *dumper) dests(k VSKey) ([]RealServer, error) {
-	req := nl.NewNetlinkRequest(int(d.family), unix.NLM_F_DUMP)
 	d.seq++
-	req.Seq = d.seq
-	req.AddData(&nl.Genlmsg{Command: ipvsCmdGetDest, Version: 1})
-	req.AddData(serviceAttr(k))
-	if err := unix.Sendto(d.fd, req.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	m := msgBuf{b: d.out[:0]}
+	h := m.begin(d.family, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, d.seq)
+	m.genl(ipvsCmdGetDest)
+	m.endNest(m.service(k))
+	m.end(h)
+	d.out = m.b
+	if err := unix.Sendto(d.fd, m.b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("netlink send: %w", err)
 	}
 	var out []RealServer
@@ -90,7 +90,7 @@ func (d *dumper) dests(k VSKey) ([]RealServer, error) {
 			return nil, fmt.Errorf("netlink receive: %w", err)
 		}
 		for _, m := range msgs {
-			if m.Header.Seq != req.Seq {
+			if m.Header.Seq != d.seq {
 				continue // left over from an earlier request that failed
 			}
 			switch m.Header.Type {

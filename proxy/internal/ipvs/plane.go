@@ -65,6 +65,10 @@ type Plane struct {
 	terminating map[VSKey]map[netip.AddrPort]time.Time
 	// ownerOf is owned inverted: the Service port each virtual server is for.
 	ownerOf map[VSKey]servicestate.Key
+	// reals is what this process last made each virtual server's real
+	// servers: a hint (never trusted for removal) that lets a change add
+	// its new real servers before the kernel's are read (addNewReals).
+	reals map[VSKey][]netip.AddrPort
 	// written is what Sync and Reap changed since the background
 	// reconcile's last kernel read (see Reconcile); nil when none runs.
 	written *writes
@@ -97,7 +101,8 @@ func New(osi OS, opts Options, log *zap.Logger) *Plane {
 	return &Plane{os: osi, opts: opts, log: log, owned: map[servicestate.Key][]VSKey{}, setTypes: setTypes,
 		setRef: map[string]map[string]int{}, contrib: map[servicestate.Key]contribution{},
 		addrRef: map[netip.Addr]int{}, addrContrib: map[servicestate.Key][]netip.Addr{},
-		terminating: map[VSKey]map[netip.AddrPort]time.Time{}, ownerOf: map[VSKey]servicestate.Key{}}
+		terminating: map[VSKey]map[netip.AddrPort]time.Time{}, ownerOf: map[VSKey]servicestate.Key{},
+		reals: map[VSKey][]netip.AddrPort{}}
 }
 
 // Name implements DataPlane.
@@ -161,7 +166,7 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 	// Which keys to (re)program, and the virtual servers each wants.
 	keys := changed
 	if full {
-		keys = sets.New[servicestate.Key]()
+		keys = make(sets.Set[servicestate.Key], max(len(st.Services), len(p.owned)))
 		for k := range st.Services {
 			keys.Insert(k)
 		}
@@ -169,8 +174,8 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 			keys.Insert(k)
 		}
 	}
-	want := map[VSKey]desiredVS{}
-	wantBy := map[servicestate.Key][]VSKey{}
+	want := make(map[VSKey]desiredVS, len(keys))
+	wantBy := make(map[servicestate.Key][]VSKey, len(keys))
 	for k := range keys {
 		for _, d := range p.virtualServers(st, k) {
 			want[d.VS.VSKey] = d
@@ -183,11 +188,18 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 		if err != nil {
 			return fmt.Errorf("list virtual servers: %w", err)
 		}
-		kernel = make(map[VSKey]VirtualServer, len(vss))
+		// Room for what this sync adds: growing maps of 10,000 entries
+		// step by step is a good part of a first sync's CPU.
+		kernel = make(map[VSKey]VirtualServer, max(len(vss), len(want)))
 		for _, v := range vss {
 			kernel[v.VSKey] = v
 		}
 		p.vs = kernel
+		if len(p.owned) == 0 {
+			p.owned = make(map[servicestate.Key][]VSKey, len(wantBy))
+			p.ownerOf = make(map[VSKey]servicestate.Key, len(want))
+			p.reals = make(map[VSKey][]netip.AddrPort, len(want))
+		}
 		if err := p.readCaches(); err != nil {
 			return err
 		}
@@ -249,6 +261,7 @@ func (p *Plane) Sync(ctx context.Context, st *servicestate.State, changed sets.S
 			errs = append(errs, fmt.Errorf("delete virtual server %s: %w", vk, err))
 		}
 		delete(p.vs, vk)
+		delete(p.reals, vk)
 		delete(p.terminating, vk)
 		if _, still := want[vk]; !still {
 			delete(p.ownerOf, vk)
@@ -416,7 +429,9 @@ func (p *Plane) wantAddrs(st *servicestate.State) map[netip.Addr]bool {
 func (p *Plane) countAddrs(st *servicestate.State, keys sets.Set[servicestate.Key], full bool) sets.Set[netip.Addr] {
 	touched := sets.New[netip.Addr]()
 	if full {
-		p.addrRef, p.addrContrib = map[netip.Addr]int{}, map[servicestate.Key][]netip.Addr{}
+		n := len(st.Services)
+		p.addrRef, p.addrContrib = make(map[netip.Addr]int, n), make(map[servicestate.Key][]netip.Addr, n)
+		touched = make(sets.Set[netip.Addr], n+len(p.addrs))
 		keys = sets.KeySet(st.Services)
 		for a := range p.addrs {
 			touched.Insert(a)
@@ -502,6 +517,7 @@ func (p *Plane) addFresh(fresh []desiredVS) error {
 		// Recorded even if the batch fails: a failed sync is retried as a
 		// full one, which reads the kernel's table again.
 		p.vs[d.VS.VSKey] = d.VS
+		p.reals[d.VS.VSKey] = d.Reals
 		delete(p.terminating, d.VS.VSKey)
 	}
 	errs := []error{p.os.AddVirtualServers(vss, reals)}
@@ -541,12 +557,48 @@ func (p *Plane) syncReals(d desiredVS, created bool) error {
 	vk := d.VS.VSKey
 	var cur []RealServer
 	if !created {
+		p.addNewReals(d)
 		var err error
 		if cur, err = p.os.RealServers(vk); err != nil {
 			return fmt.Errorf("real servers of %s: %w", vk, err)
 		}
 	}
+	p.reals[vk] = d.Reals
 	return p.syncRealsFrom(d, cur)
+}
+
+// addNewReals adds the real servers d wants that this process did not
+// give the virtual server last time, before its real servers are read:
+// a new endpoint is in the kernel one netlink dump sooner (on a slow
+// kernel the read is a good part of a one-Service change). Only
+// additions: what to remove or reweight needs the kernel's connection
+// counts. Errors are dropped on purpose: syncRealsFrom, working from the
+// kernel's answer, adds whatever is still missing (and reports its
+// error), and leaves alone one that was already there (EEXIST here: a
+// draining one coming back, or one another process added).
+func (p *Plane) addNewReals(d desiredVS) {
+	if d.VS.Protocol == v1.ProtocolUDP {
+		// syncRealsFrom clears UDP conntrack entries when the kernel had
+		// no real server before: it must see the kernel as it was.
+		return
+	}
+	last, ok := p.reals[d.VS.VSKey]
+	if !ok {
+		return // not programmed by this process: adopting, read first
+	}
+	had := make(map[netip.AddrPort]bool, len(last))
+	for _, ap := range last {
+		had[ap] = true
+	}
+	var add []RealServer
+	for _, ap := range d.Reals {
+		if !had[ap] {
+			add = append(add, RealServer{Addr: ap.Addr(), Port: ap.Port(), Weight: 1})
+		}
+	}
+	if len(add) > 0 {
+		_ = p.os.AddRealServers(d.VS.VSKey, add)
+	}
 }
 
 // syncRealsFrom makes vk's real servers d.Reals, cur being the kernel's.
@@ -764,7 +816,7 @@ func (p *Plane) syncIPSets(st *servicestate.State, keys sets.Set[servicestate.Ke
 		touch(n, e)
 	}
 	if full {
-		p.setRef, p.contrib = map[string]map[string]int{}, map[servicestate.Key]contribution{}
+		p.setRef, p.contrib = map[string]map[string]int{}, make(map[servicestate.Key]contribution, len(st.Services))
 		keys = sets.KeySet(st.Services)
 		for n, have := range p.sets {
 			for e := range have {

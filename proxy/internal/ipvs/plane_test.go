@@ -361,3 +361,123 @@ func TestCleanup(t *testing.T) {
 		t.Errorf("left behind: sets %v rules %v links %v", f.S.IPSets, f.S.Rules, f.S.Links)
 	}
 }
+
+// opLog records the real-server reads and writes of one virtual server.
+type opLog struct {
+	*Fake
+	vk  VSKey
+	ops []string
+}
+
+func (o *opLog) RealServers(k VSKey) ([]RealServer, error) {
+	if k == o.vk {
+		o.ops = append(o.ops, "read")
+	}
+	return o.Fake.RealServers(k)
+}
+
+func (o *opLog) AddRealServers(k VSKey, rs []RealServer) error {
+	if k == o.vk {
+		for _, r := range rs {
+			o.ops = append(o.ops, "add "+r.AddrPort().String())
+		}
+	}
+	return o.Fake.AddRealServers(k, rs)
+}
+
+func (o *opLog) UpdateRealServer(k VSKey, r RealServer) error {
+	if k == o.vk {
+		o.ops = append(o.ops, fmt.Sprintf("update %s w=%d", r.AddrPort(), r.Weight))
+	}
+	return o.Fake.UpdateRealServer(k, r)
+}
+
+// TestNewRealsBeforeRead: a change adds the real servers this process did
+// not program last time before it reads the kernel's, and still ends in
+// the same kernel state as reading first would.
+func TestNewRealsBeforeRead(t *testing.T) {
+	clusterVS := VSKey{v1.ProtocolTCP, a("10.96.0.10"), 80}
+	dnsVS := VSKey{v1.ProtocolUDP, a("10.96.0.53"), 53}
+	more := append(append([]ss.Endpoint{}, webEPs...), ep("10.244.2.2", 8080, false))
+	tests := []struct {
+		name string
+		vk   VSKey
+		// steps are synced in turn (the first one full); ops are
+		// recorded for the last.
+		steps      []*ss.State
+		conns      map[string]int // on clusterVS after the first step
+		newProcess bool           // the last step runs in a new plane
+		wantOps    []string
+		want       func(s *snap)
+	}{{
+		name:    "new TCP endpoint: added, then the kernel read",
+		vk:      clusterVS,
+		steps:   []*ss.State{state(webEPs, dnsEPs), state(more, dnsEPs)},
+		wantOps: []string{"add 10.244.2.2:8080", "read"},
+		want: func(s *snap) {
+			s.VS["TCP/10.96.0.10:80 rr 300"] = []string{"10.244.0.2:8080 w=1", "10.244.1.2:8080 w=1", "10.244.2.2:8080 w=1"}
+		},
+	}, {
+		name:    "draining endpoint comes back: the early add fails, the read restores its weight",
+		vk:      clusterVS,
+		steps:   []*ss.State{state(webEPs, dnsEPs), state(webEPs[:1], dnsEPs), state(webEPs, dnsEPs)},
+		conns:   map[string]int{"10.244.1.2:8080": 1},
+		wantOps: []string{"add 10.244.1.2:8080", "read", "update 10.244.1.2:8080 w=1"},
+		want:    func(s *snap) {},
+	}, {
+		name:       "a new process reads first",
+		vk:         clusterVS,
+		steps:      []*ss.State{state(webEPs, dnsEPs), state(more, dnsEPs)},
+		newProcess: true,
+		wantOps:    []string{"read", "add 10.244.2.2:8080"},
+		want: func(s *snap) {
+			s.VS["TCP/10.96.0.10:80 rr 300"] = []string{"10.244.0.2:8080 w=1", "10.244.1.2:8080 w=1", "10.244.2.2:8080 w=1"}
+		},
+	}, {
+		name:    "UDP: read first, so a first endpoint still clears conntrack",
+		vk:      dnsVS,
+		steps:   []*ss.State{state(webEPs, nil), state(webEPs, dnsEPs)},
+		wantOps: []string{"read", "add 10.244.1.5:53"},
+		want:    func(s *snap) {},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &opLog{Fake: NewFake(), vk: tt.vk}
+			o.S.Sysctls["kernel/osrelease"] = "6.1.0"
+			now := time.Unix(1000, 0)
+			opts := Options{Families: []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol},
+				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, GracePeriod: time.Minute,
+				Now: func() time.Time { return now }}
+			p := New(o, opts, zap.NewNop())
+			ctx := context.Background()
+			for i, st := range tt.steps {
+				last := i == len(tt.steps)-1
+				if last {
+					o.ops = nil
+					if tt.newProcess {
+						p = New(o, opts, zap.NewNop())
+					}
+				}
+				if err := p.Sync(ctx, st, sets.New(web, dns), i == 0); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if i == 0 {
+					for ap, n := range tt.conns {
+						o.SetConns(clusterVS, netip.MustParseAddrPort(ap), n, 0)
+					}
+				}
+			}
+			if d := cmp.Diff(tt.wantOps, o.ops); d != "" {
+				t.Errorf("operations on %s (-want +got):\n%s", tt.vk, d)
+			}
+			want := fullWant()
+			tt.want(&want)
+			if d := cmp.Diff(want, snapshot(o.Fake), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("kernel state (-want +got):\n%s", d)
+			}
+			if got := p.Terminating(); len(got) != 0 {
+				t.Errorf("still terminating: %v", got)
+			}
+		})
+	}
+}

@@ -1,7 +1,9 @@
 package servicestate
 
 import (
+	"cmp"
 	"net/netip"
+	stdslices "slices"
 	"sort"
 
 	v1 "k8s.io/api/core/v1"
@@ -52,13 +54,28 @@ func Build(services []*v1.Service, slices []*discoveryv1.EndpointSlice, cfg Conf
 			byService[n] = append(byService[n], s)
 		}
 	}
-	st := &State{Services: map[Key]*ServicePort{}, Endpoints: map[Key][]Endpoint{}, LocalEndpoints: map[Key][]Endpoint{},
-		NodeIPs: NodeIPs(cfg)}
+	n := len(services)
+	st := &State{Services: make(map[Key]*ServicePort, n), Endpoints: make(map[Key][]Endpoint, n),
+		LocalEndpoints: make(map[Key][]Endpoint, n), NodeIPs: NodeIPs(cfg)}
 	for _, svc := range services {
-		r := BuildService(svc, byService[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}], cfg)
-		st.Merge(r)
+		st.AddService(svc, byService[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}], cfg, nil)
 	}
 	return st
+}
+
+// AddService adds one Service's ports to st, as Merge(BuildService(...))
+// does but without a ServiceResult's three maps per Service (a first sync
+// builds 10,000 of them only to copy them), and returns keys with the
+// added ports' keys appended.
+func (st *State) AddService(svc *v1.Service, slices []*discoveryv1.EndpointSlice, cfg Config, keys []Key) []Key {
+	if st.LocalEndpoints == nil {
+		st.LocalEndpoints = map[Key][]Endpoint{}
+	}
+	buildService(svc, slices, cfg, func(k Key, sp *ServicePort, eps, local []Endpoint) {
+		st.Services[k], st.Endpoints[k], st.LocalEndpoints[k] = sp, eps, local
+		keys = append(keys, k)
+	})
+	return keys
 }
 
 // Merge adds one Service's result to st.
@@ -138,14 +155,21 @@ func NodeIPs(cfg Config) []netip.Addr {
 // has and this proxy serves.
 func BuildService(svc *v1.Service, slices []*discoveryv1.EndpointSlice, cfg Config) ServiceResult {
 	r := ServiceResult{Services: map[Key]*ServicePort{}, Endpoints: map[Key][]Endpoint{}, LocalEndpoints: map[Key][]Endpoint{}}
+	buildService(svc, slices, cfg, func(k Key, sp *ServicePort, eps, local []Endpoint) {
+		r.Services[k], r.Endpoints[k], r.LocalEndpoints[k] = sp, eps, local
+	})
+	return r
+}
+
+// buildService hands each of svc's ports (per family) to emit.
+func buildService(svc *v1.Service, slices []*discoveryv1.EndpointSlice, cfg Config, emit func(Key, *ServicePort, []Endpoint, []Endpoint)) {
 	if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
-		return r
+		return
 	}
 	clusterIPs := svc.Spec.ClusterIPs
 	if len(clusterIPs) == 0 && svc.Spec.ClusterIP != "" {
 		clusterIPs = []string{svc.Spec.ClusterIP}
 	}
-	fam := familySet(cfg.Families)
 	sticky := int32(0)
 	if svc.Spec.SessionAffinity == v1.ServiceAffinityClientIP {
 		sticky = defaultStickyMaxAge
@@ -163,7 +187,7 @@ func BuildService(svc *v1.Service, slices []*discoveryv1.EndpointSlice, cfg Conf
 		}
 		cip = cip.Unmap()
 		family := familyOf(cip)
-		if !fam[family] {
+		if !serves(cfg.Families, family) {
 			continue
 		}
 		ext := addrsOfFamily(svc.Spec.ExternalIPs, family)
@@ -202,13 +226,10 @@ func BuildService(svc *v1.Service, slices []*discoveryv1.EndpointSlice, cfg Conf
 			if extLocal && svc.Spec.Type == v1.ServiceTypeLoadBalancer {
 				sp.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
 			}
-			r.Services[k] = sp
 			all := endpointsFor(slices, p, family, cfg.NodeName)
-			r.Endpoints[k] = selectUsable(all, false)
-			r.LocalEndpoints[k] = selectUsable(all, true)
+			emit(k, sp, selectUsable(all, false), selectUsable(all, true))
 		}
 	}
-	return r
 }
 
 // endpointsFor collects the endpoints of one port in one family,
@@ -222,8 +243,18 @@ func endpointsFor(slices []*discoveryv1.EndpointSlice, sp v1.ServicePort, family
 	if proto == "" {
 		proto = v1.ProtocolTCP
 	}
-	seen := map[netip.AddrPort]int{}
-	var out []Endpoint
+	n := 0
+	for _, s := range slices {
+		n += len(s.Endpoints)
+	}
+	out := make([]Endpoint, 0, n)
+	// Duplicates are found by a scan for a Service's usual handful of
+	// endpoints, by a map above that (a map per Service was a good part of
+	// a first sync's allocations).
+	var seen map[netip.AddrPort]int
+	if n > dedupScanMax {
+		seen = make(map[netip.AddrPort]int, n)
+	}
 	for _, s := range slices {
 		if s.AddressType != want {
 			continue
@@ -272,24 +303,46 @@ func endpointsFor(slices []*discoveryv1.EndpointSlice, sp v1.ServicePort, family
 				ep.Zone = *e.Zone
 			}
 			ap := netip.AddrPortFrom(ip, uint16(port))
-			if i, dup := seen[ap]; dup {
+			if i := indexOf(out, seen, ap); i >= 0 {
 				// Prefer the better-conditioned copy (e.g. during a slice move).
 				if ep.Ready && !out[i].Ready {
 					out[i] = ep
 				}
 				continue
 			}
-			seen[ap] = len(out)
+			if seen != nil {
+				seen[ap] = len(out)
+			}
 			out = append(out, ep)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if c := out[i].IP.Compare(out[j].IP); c != 0 {
-			return c < 0
+	stdslices.SortFunc(out, func(a, b Endpoint) int {
+		if c := a.IP.Compare(b.IP); c != 0 {
+			return c
 		}
-		return out[i].Port < out[j].Port
+		return cmp.Compare(a.Port, b.Port)
 	})
 	return out
+}
+
+// dedupScanMax is the endpoint count up to which endpointsFor finds
+// duplicates by scanning.
+const dedupScanMax = 16
+
+// indexOf is ap's index in out (seen indexes out when not nil), or -1.
+func indexOf(out []Endpoint, seen map[netip.AddrPort]int, ap netip.AddrPort) int {
+	if seen != nil {
+		if i, ok := seen[ap]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range out {
+		if out[i].IP == ap.Addr() && uint16(out[i].Port) == ap.Port() {
+			return i
+		}
+	}
+	return -1
 }
 
 // selectUsable is upstream's CategorizeEndpoints rule: the ready endpoints,
@@ -297,7 +350,27 @@ func endpointsFor(slices []*discoveryv1.EndpointSlice, sp v1.ServicePort, family
 // of the last Pods does not black-hole traffic). localOnly restricts both
 // steps to this node's endpoints.
 func selectUsable(all []Endpoint, localOnly bool) []Endpoint {
+	// Counted first: the usual case (all ready, none local) then needs no
+	// copy at all, or one of the right size.
+	nReady, nLocal := 0, 0
+	for _, e := range all {
+		if e.Ready {
+			nReady++
+		}
+		if e.IsLocal {
+			nLocal++
+		}
+	}
+	switch {
+	case !localOnly && nReady == len(all):
+		return all
+	case localOnly && nLocal == 0:
+		return nil
+	}
 	var ready, term []Endpoint
+	if nReady > 0 {
+		ready = make([]Endpoint, 0, nReady)
+	}
 	for _, e := range all {
 		if localOnly && !e.IsLocal {
 			continue
@@ -356,6 +429,19 @@ func familyOf(a netip.Addr) v1.IPFamily {
 
 // FamilyOf is the IP family of an address.
 func FamilyOf(a netip.Addr) v1.IPFamily { return familyOf(a) }
+
+// serves says whether family is one of fs (none means both).
+func serves(fs []v1.IPFamily, family v1.IPFamily) bool {
+	if len(fs) == 0 {
+		return true
+	}
+	for _, f := range fs {
+		if f == family {
+			return true
+		}
+	}
+	return false
+}
 
 func familySet(fs []v1.IPFamily) map[v1.IPFamily]bool {
 	m := map[v1.IPFamily]bool{}

@@ -159,3 +159,73 @@ func TestPolicyEndpoints(t *testing.T) {
 		t.Errorf("external (-want +got):\n%s", d)
 	}
 }
+
+// TestEndpointDedup: an endpoint in two slices (a slice move) counts once,
+// the ready copy winning, whether found by scanning (a few endpoints) or
+// by the map (more than dedupScanMax).
+func TestEndpointDedup(t *testing.T) {
+	for _, n := range []int{3, dedupScanMax + 5} {
+		var a, b []ep
+		var want []Endpoint
+		for i := range n {
+			ip := netip.AddrFrom4([4]byte{10, 244, 0, byte(i + 1)})
+			// The first half is not ready in slice a and ready in slice
+			// b; the rest only in a, ready.
+			if i < n/2 {
+				a = append(a, ep{ip.String(), "n2", false, false, false})
+				b = append(b, ep{ip.String(), "n2", true, true, false})
+			} else {
+				a = append(a, ep{ip.String(), "n2", true, true, false})
+			}
+			want = append(want, Endpoint{IP: ip, Port: 8080, Ready: true, Serving: true, NodeName: "n2"})
+		}
+		st := Build([]*v1.Service{svc("web", nil)}, []*discoveryv1.EndpointSlice{
+			slice("web-a", "web", discoveryv1.AddressTypeIPv4, 8080, a...),
+			slice("web-b", "web", discoveryv1.AddressTypeIPv4, 8080, b...)}, Config{NodeName: "n1"})
+		k := Key{Name: ServicePortName{Namespace: "ns", Name: "web", Port: "http", Protocol: v1.ProtocolTCP}, Family: v1.IPv4Protocol}
+		if d := cmp.Diff(want, st.Endpoints[k], addrCmp); d != "" {
+			t.Errorf("%d endpoints (-want +got):\n%s", n, d)
+		}
+	}
+}
+
+// TestAddServiceIsMerge: the full sync's AddService builds the same State
+// as BuildService and Merge (the incremental path), for every case of
+// TestBuild's kinds of Service.
+func TestAddServiceIsMerge(t *testing.T) {
+	svcs := []*v1.Service{
+		svc("web", nil),
+		svc("dual", func(s *v1.Service) {
+			s.Spec.Type = v1.ServiceTypeLoadBalancer
+			s.Spec.ClusterIPs = []string{"10.96.0.6", "fd00::6"}
+			s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+			s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Name: "dns", Port: 53, Protocol: v1.ProtocolUDP, NodePort: 30053})
+			s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "203.0.113.9"}}
+		}),
+		svc("ext", func(s *v1.Service) { s.Spec.Type = v1.ServiceTypeExternalName }),
+		svc("none", func(s *v1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "None", []string{"None"} }),
+	}
+	slices := []*discoveryv1.EndpointSlice{
+		slice("web-1", "web", discoveryv1.AddressTypeIPv4, 8080, ep{"10.244.0.2", "n1", true, true, false}, ep{"10.244.1.2", "n2", false, true, true}),
+		slice("dual-4", "dual", discoveryv1.AddressTypeIPv4, 8080, ep{"10.244.0.3", "n1", true, true, false}),
+		slice("dual-6", "dual", discoveryv1.AddressTypeIPv6, 8080, ep{"fd01::3", "n2", true, true, false}),
+	}
+	cfg := Config{NodeName: "n1", HostAddresses: []netip.Addr{netip.MustParseAddr("192.0.2.10")}}
+	got := Build(svcs, slices, cfg)
+	want := &State{Services: map[Key]*ServicePort{}, Endpoints: map[Key][]Endpoint{}, LocalEndpoints: map[Key][]Endpoint{}, NodeIPs: NodeIPs(cfg)}
+	for _, s := range svcs {
+		var mine []*discoveryv1.EndpointSlice
+		for _, sl := range slices {
+			if sl.Labels[discoveryv1.LabelServiceName] == s.Name {
+				mine = append(mine, sl)
+			}
+		}
+		want.Merge(BuildService(s, mine, cfg))
+	}
+	if d := cmp.Diff(want, got, addrCmp, prefCmp); d != "" {
+		t.Errorf("state (-merge +AddService):\n%s", d)
+	}
+	if len(got.Services) != 5 {
+		t.Errorf("%d service ports, want 5 (web; dual's two ports in two families)", len(got.Services))
+	}
+}

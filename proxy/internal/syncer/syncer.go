@@ -310,9 +310,50 @@ func (s *Syncer) refreshHostAddresses() bool {
 	return changed
 }
 
-func (s *Syncer) refreshHostAddressesAndQueue(context.Context) {
+// The host-address refresh waits for a quiet moment: no change pending
+// and none queued or synced for hostAddressQuiet. The listing costs ~5 ms
+// of CPU in user-mode-linux, and on one CPU (that guest, a busy node) a
+// change that came meanwhile would wait for it. hostAddressMaxWait bounds
+// the wait, so a node whose Services never stop changing still sees a new
+// address.
+const (
+	hostAddressQuiet   = 100 * time.Millisecond
+	hostAddressMaxWait = 10 * time.Second
+	// hostAddressPoll is how often the wait looks again while a change
+	// is pending (a first sync can take many seconds).
+	hostAddressPoll = 50 * time.Millisecond
+)
+
+func (s *Syncer) refreshHostAddressesAndQueue(ctx context.Context) {
+	if s.waitQuiet(ctx, hostAddressQuiet, hostAddressMaxWait) != nil {
+		return
+	}
 	if s.refreshHostAddresses() {
 		s.queued(true)
+	}
+}
+
+// waitQuiet returns once no change is pending and none was queued or
+// synced for quiet, or when limit has passed; an error only if ctx ended.
+func (s *Syncer) waitQuiet(ctx context.Context, quiet, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		now := time.Now()
+		left := deadline.Sub(now)
+		if left <= 0 {
+			return nil
+		}
+		wait := hostAddressPoll
+		if !s.changePending() {
+			since := now.Sub(time.Unix(0, s.lastActive.Load()))
+			if since >= quiet {
+				return nil
+			}
+			wait = quiet - since
+		}
+		if err := sleepCtx(ctx, min(wait, left)); err != nil {
+			return err
+		}
 	}
 }
 
@@ -585,21 +626,23 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st := &servicestate.State{Services: map[servicestate.Key]*servicestate.ServicePort{},
-			Endpoints: map[servicestate.Key][]servicestate.Endpoint{}, LocalEndpoints: map[servicestate.Key][]servicestate.Endpoint{}, NodeIPs: nodeIPs}
-		keysOf := map[types.NamespacedName][]servicestate.Key{}
+		// Sized up front: growing maps of 10,000 entries step by step
+		// costs table splits and, in user-mode-linux, page faults.
+		n := len(svcs)
+		st := &servicestate.State{Services: make(map[servicestate.Key]*servicestate.ServicePort, n),
+			Endpoints: make(map[servicestate.Key][]servicestate.Endpoint, n), LocalEndpoints: make(map[servicestate.Key][]servicestate.Endpoint, n), NodeIPs: nodeIPs}
+		keysOf := make(map[types.NamespacedName][]servicestate.Key, n)
 		for _, svc := range svcs {
 			n := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
-			r := servicestate.BuildService(svc, s.slicesOf(n), cfg)
-			st.Merge(r)
-			for k := range r.Services {
-				keysOf[n] = append(keysOf[n], k)
+			if ks := st.AddService(svc, s.slicesOf(n), cfg, nil); len(ks) > 0 {
+				keysOf[n] = ks
 			}
 		}
 		s.state, s.keysOf, s.endpoints = st, keysOf, 0
 		for _, e := range st.Endpoints {
 			s.endpoints += len(e)
 		}
+		changed = make(sets.Set[servicestate.Key], len(st.Services))
 		for k := range st.Services {
 			changed.Insert(k)
 		}

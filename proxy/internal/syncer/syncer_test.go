@@ -352,3 +352,43 @@ func TestPacerQuiet(t *testing.T) {
 		}
 	}
 }
+
+func TestWaitQuiet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
+		Families: []v1.IPFamily{v1.IPv4Protocol}, SyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const quiet, limit = 300 * time.Millisecond, 900 * time.Millisecond
+	for _, tc := range []struct {
+		name          string
+		lastAgo       time.Duration
+		pending       bool
+		least, atMost time.Duration
+	}{
+		{name: "quiet for long", lastAgo: time.Second, least: 0, atMost: quiet / 2},
+		{name: "a change just synced", lastAgo: 0, least: quiet * 3 / 4, atMost: limit},
+		{name: "change pending: waits until the limit", lastAgo: time.Second, pending: true, least: limit, atMost: 10 * limit},
+	} {
+		s.dirty, s.needFull = sets.New[types.NamespacedName](), false
+		if tc.pending {
+			s.dirty.Insert(types.NamespacedName{Name: "web"})
+		}
+		s.lastActive.Store(time.Now().Add(-tc.lastAgo).UnixNano())
+		t0 := time.Now()
+		if err := s.waitQuiet(ctx, quiet, limit); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if took := time.Since(t0); took < tc.least || took > tc.atMost {
+			t.Errorf("%s: waited %v, want %v..%v", tc.name, took, tc.least, tc.atMost)
+		}
+	}
+	done, stop := context.WithCancel(ctx)
+	stop()
+	s.dirty.Insert(types.NamespacedName{Name: "web"})
+	if err := s.waitQuiet(done, quiet, limit); err == nil {
+		t.Errorf("ended context: waitQuiet returned nil")
+	}
+}
