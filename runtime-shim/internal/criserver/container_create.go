@@ -119,6 +119,9 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
 		s.withNewSnapshot(id, cimg, &tin, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
+		// The task joins the pause task's shim directly (see RunPodSandbox);
+		// a sandbox made before it had a record falls back to the shim binary.
+		containerd.WithSandbox(sb.ID),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(labels),
 		containerd.WithContainerExtension(extContainerCfg, ext),

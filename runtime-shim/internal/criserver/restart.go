@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
 	"go.uber.org/zap"
 )
 
@@ -24,6 +26,10 @@ import (
 //     container CREATED.
 //  4. Network namespaces are bind mounts under --state-dir and the pause
 //     processes hold them; they need no action.
+//  5. A sandbox record in containerd's sandbox store (what lets a Pod's
+//     tasks join the pause task's shim) lives while its pause container
+//     does; one left by an interrupted RunPodSandbox or RemovePodSandbox is
+//     deleted.
 func (s *Service) Recover(ctx context.Context) error {
 	cctx := s.ctx(ctx)
 	all, err := s.client.ContainerService().List(cctx)
@@ -81,6 +87,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			}
 		}
 	}
+	s.dropOrphanSandboxRecords(cctx, all)
 	s.log.Info("recovered state", zap.Int("names", len(s.names)), zap.Int("adopted", adopted), zap.Int("exitsRecorded", recorded))
 	return nil
 }
@@ -129,4 +136,26 @@ func (s *Service) adoptPause(ctx context.Context, id string, pid uint32) {
 		return
 	}
 	s.watchPause(id, pid, exitCh)
+}
+
+// dropOrphanSandboxRecords deletes our sandbox records whose pause
+// container is gone (invariant 5).
+func (s *Service) dropOrphanSandboxRecords(ctx context.Context, all []containers.Container) {
+	recs, err := s.client.SandboxStore().List(ctx)
+	if err != nil {
+		s.log.Warn("listing sandbox records", zap.Error(err))
+		return
+	}
+	live := make(map[string]bool, len(all))
+	for _, c := range all {
+		live[c.ID] = true
+	}
+	for _, r := range recs {
+		if r.Labels[labelKind] != kindSandbox || live[r.ID] {
+			continue
+		}
+		if err := s.client.SandboxStore().Delete(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
+			s.log.Warn("deleting orphan sandbox record", zap.String("id", r.ID), zap.Error(err))
+		}
+	}
 }

@@ -41,6 +41,9 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 			return nil, toStatus(err, "delete pause container")
 		}
 	}
+	if err := s.client.SandboxStore().Delete(cctx, sb.ID); err != nil && !errdefs.IsNotFound(err) {
+		return nil, toStatus(err, "delete sandbox record")
+	}
 	if err := s.host.UnmountShm(s.sandboxShm(sb.ID)); err != nil {
 		return nil, toStatus(err, "sandbox /dev/shm")
 	}

@@ -13,8 +13,10 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/sandbox"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	usernsutil "github.com/moby/sys/userns"
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -146,6 +148,16 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 			ips, netErr = s.net.Setup(ctx, pod)
 		}()
 	}
+	// containerd's sandbox record lets the Pod's containers join the pause
+	// task's runc shim without containerd running the shim binary for each
+	// (its shim manager looks the sandbox up by the containers' SandboxID),
+	// as with containerd's CRI. Written while the pause container is made.
+	sbRecorded := make(chan error, 1)
+	go func() {
+		_, err := s.client.SandboxStore().Create(cctx, sandbox.Sandbox{ID: id,
+			Labels: map[string]string{labelKind: kindSandbox}, Runtime: sandbox.RuntimeOpts{Name: s.cfg.RuntimeType}})
+		sbRecorded <- err
+	}()
 	var rec containers.Container
 	ctr, err := s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
@@ -161,6 +173,10 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	if !hostNet && netErr == nil {
 		undo = append(undo, func() { _ = s.net.Teardown(context.WithoutCancel(ctx), pod) })
 	}
+	sbErr := <-sbRecorded
+	if sbErr == nil {
+		undo = append(undo, func() { _ = s.client.SandboxStore().Delete(context.WithoutCancel(cctx), id) })
+	}
 	if err != nil {
 		return nil, toStatus(err, "create pause container")
 	}
@@ -171,6 +187,9 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 	})
 	if netErr != nil {
 		return nil, toStatus(netErr, "pod network")
+	}
+	if sbErr != nil {
+		return nil, toStatus(errgrpc.ToNative(sbErr), "sandbox record")
 	}
 
 	task, err := ctr.NewTask(cctx, cio.NullIO)

@@ -3,6 +3,8 @@ package criserver
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/sandbox"
+	"github.com/containerd/errdefs"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -125,7 +129,7 @@ func (f *fakeTasks) List(context.Context, *tasksapi.ListTasksRequest, ...grpc.Ca
 // tasks is nil, tasks.
 func newFakeService(t *testing.T, ctrs *fakeContainers, tasks *fakeTasks) *Service {
 	t.Helper()
-	opts := []containerd.ServicesOpt{containerd.WithContainerClient(ctrs)}
+	opts := []containerd.ServicesOpt{containerd.WithContainerClient(ctrs), containerd.WithSandboxStore(&fakeSandboxStore{m: map[string]sandbox.Sandbox{}})}
 	if tasks != nil {
 		opts = append(opts, containerd.WithTaskClient(tasks))
 	}
@@ -338,5 +342,91 @@ func TestListUsesMonitors(t *testing.T) {
 	}
 	if ctrs.lists != 0 {
 		t.Errorf("ListContainers listed containerd's containers %d times, want 0 (kept in memory)", ctrs.lists)
+	}
+}
+
+// fakeSandboxStore is containerd's sandbox store in memory.
+type fakeSandboxStore struct {
+	mu sync.Mutex
+	m  map[string]sandbox.Sandbox
+}
+
+func (f *fakeSandboxStore) Create(_ context.Context, sb sandbox.Sandbox) (sandbox.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[sb.ID]; ok {
+		return sandbox.Sandbox{}, fmt.Errorf("sandbox %q: %w", sb.ID, errdefs.ErrAlreadyExists)
+	}
+	f.m[sb.ID] = sb
+	return sb, nil
+}
+
+func (f *fakeSandboxStore) Update(_ context.Context, sb sandbox.Sandbox, _ ...string) (sandbox.Sandbox, error) {
+	return sandbox.Sandbox{}, fmt.Errorf("fake: update: %w", errdefs.ErrNotImplemented)
+}
+
+func (f *fakeSandboxStore) Get(_ context.Context, id string) (sandbox.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sb, ok := f.m[id]
+	if !ok {
+		return sandbox.Sandbox{}, fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return sb, nil
+}
+
+func (f *fakeSandboxStore) List(context.Context, ...string) ([]sandbox.Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []sandbox.Sandbox
+	for _, sb := range f.m {
+		out = append(out, sb)
+	}
+	return out, nil
+}
+
+func (f *fakeSandboxStore) Delete(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.m[id]; !ok {
+		return fmt.Errorf("sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	delete(f.m, id)
+	return nil
+}
+
+func (f *fakeSandboxStore) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id := range f.m {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestRecoverDropsOrphanSandboxRecords: restart invariant 5. A record whose
+// pause container is gone (an interrupted RunPodSandbox or
+// RemovePodSandbox) is deleted; a live sandbox's record and records that
+// are not ours stay.
+func TestRecoverDropsOrphanSandboxRecords(t *testing.T) {
+	live, orphan, foreign := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("c", 64)
+	ctrs := &fakeContainers{m: map[string]*containersapi.Container{
+		live: fakeContainer(t, live, map[string]string{labelKind: kindSandbox, labelName: "p_ns_uid_0"})}}
+	s := newFakeService(t, ctrs, &fakeTasks{m: map[string]*tasktypes.Process{}, broken: map[string]bool{}})
+	store := s.client.SandboxStore().(*fakeSandboxStore)
+	ctx := context.Background()
+	for id, labels := range map[string]map[string]string{
+		live: {labelKind: kindSandbox}, orphan: {labelKind: kindSandbox}, foreign: {"owner": "someone else"}} {
+		if _, err := store.Create(ctx, sandbox.Sandbox{ID: id, Labels: labels}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{live, foreign}, store.ids()); d != "" {
+		t.Fatalf("sandbox records (-want +got):\n%s", d)
 	}
 }
