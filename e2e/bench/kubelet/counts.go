@@ -16,7 +16,9 @@ import (
 // callCounts are cumulative request counters: the API server's requests by
 // verb and resource (apiserver_request_total, every client's) and the
 // kubelet's CRI calls by method (kubelet_runtime_operations_total, which
-// both kubelets serve on /metrics).
+// both kubelets serve on /metrics), and the seconds the kubelet's API
+// requests waited in its client-side rate limiter, with their number
+// (rest_client_rate_limiter_duration_seconds, also on both).
 type callCounts map[string]float64
 
 // takeCalls reads both counters; a counter that cannot be read is left out
@@ -34,9 +36,21 @@ func (b *bench) takeCalls(ctx context.Context) callCounts {
 		parseCounter(data, "kubelet_runtime_operations_total", func(l map[string]string, v float64) {
 			out["cri "+l["operation_type"]] += v
 		})
+		parseCounter(data, "rest_client_rate_limiter_duration_seconds_sum", func(_ map[string]string, v float64) {
+			out[limiterWait] += v
+		})
+		parseCounter(data, "rest_client_rate_limiter_duration_seconds_count", func(_ map[string]string, v float64) {
+			out[limiterRequests] += v
+		})
 	}
 	return out
 }
+
+// The kubelet's client-side rate limiter counters (kind "limiter").
+const (
+	limiterWait     = "limiter wait-s"
+	limiterRequests = "limiter requests"
+)
 
 // apiKey names an API request counter: verb, resource.group/subresource.
 func apiKey(l map[string]string) string {
@@ -120,5 +134,9 @@ func (c callCounts) print(out io.Writer, name string) {
 			what = "API requests (all clients)"
 		}
 		fmt.Fprintf(out, "  %s: %s per Pod, %.1f in all: %s\n", name, what, sum, strings.Join(parts, ", "))
+	}
+	if n := c[limiterRequests]; n > 0 {
+		fmt.Fprintf(out, "  %s: kubelet API requests through its client-side rate limiter %.1f per Pod, waiting in it %.0f ms per Pod (%.0f ms per request)\n",
+			name, n, 1000*c[limiterWait], 1000*c[limiterWait]/n)
 	}
 }

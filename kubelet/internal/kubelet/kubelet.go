@@ -17,7 +17,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -62,6 +61,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		// Upstream's limits: client-go's own default (5 QPS) throttles a
 		// burst of Pod starts on token requests, status patches and Events.
 		rc.QPS, rc.Burst = cfg.KubeAPIQPS, cfg.KubeAPIBurst
+		apiclient.RegisterMetrics() // before the first request, so every wait is counted
 		if client, err = apiclient.New(rc); err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
@@ -178,7 +178,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	if err := workers.Adopt(ctx, rt); err != nil {
 		log.Warn("adopt running pods", zap.Error(err))
 	}
-	p := &pleg.PLEG{RT: rt.RuntimeService, Notify: func(uid types.UID) { workers.Trigger(uid) }, Log: log.Named("pleg")}
+	p := &pleg.PLEG{RT: rt.RuntimeService, Notify: workers.Changed, Log: log.Named("pleg")}
 	go p.Run(ctx)
 	log.Info("kubelet running", zap.String("runtime", cfg.RuntimeEndpoint), zap.Bool("standalone", client == nil))
 	<-ctx.Done()
@@ -213,10 +213,12 @@ func probeVersion() string {
 	return parts[0] + "." + parts[1]
 }
 
-// metricsRegistry is what /metrics serves: the CRI call counts, under
-// upstream's name, to compare what each kubelet asks of the runtime.
+// metricsRegistry is what /metrics serves, under upstream's names, to
+// compare each kubelet's work: CRI calls, API requests and the time they
+// waited in the client-side rate limiter.
 func metricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(runtime.Operations)
+	reg.MustRegister(apiclient.RegisterMetrics()...)
 	return reg
 }

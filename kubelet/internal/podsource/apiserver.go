@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
+	"github.com/nodesuite/nodesuite/kubelet/internal/objectcache"
 )
 
 // Sink receives Pods.
@@ -39,6 +40,9 @@ type APIServer struct {
 	pods        cache.SharedIndexInformer
 	svcInformer cache.SharedIndexInformer
 	services    corelisters.ServiceLister
+	// objects are the ConfigMaps and Secrets the Pods reference, each
+	// watched while a Pod references it.
+	objects *objectcache.Pods
 }
 
 // Start starts the informers; WaitForSync waits for their first lists.
@@ -46,6 +50,7 @@ type APIServer struct {
 // factory links every API group's informer and lister into the binary.
 func (a *APIServer) Start(ctx context.Context) {
 	rc := a.Client.CoreREST()
+	a.objects = NewObjects(ctx, a.Client, rc)
 	pods := cache.NewFilteredListWatchFromClient(rc, "pods", metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.NodeName).String()
 	})
@@ -60,6 +65,7 @@ func (a *APIServer) Start(ctx context.Context) {
 			}
 			if p, ok := o.(*v1.Pod); ok && !isMirror(p) {
 				a.Sink.Remove(p.UID)
+				a.objects.Unregister(p.UID)
 			}
 		},
 	})
@@ -85,6 +91,8 @@ func (a *APIServer) update(o any) {
 	if !ok || isMirror(p) {
 		return // mirror Pods are the static source's business
 	}
+	// Before the worker sees the Pod, so its first sync finds the watches started.
+	a.objects.Register(p)
 	a.Sink.Update(p)
 }
 
@@ -106,14 +114,49 @@ func (a *APIServer) WaitForSync(ctx context.Context) error {
 	return nil
 }
 
-// ConfigMap reads a ConfigMap for env.
-func (a *APIServer) ConfigMap(ctx context.Context, ns, name string) (*v1.ConfigMap, error) {
-	return a.Client.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+// NewObjects builds the watch-based ConfigMap and Secret caches over the
+// client (rc lists and watches core/v1 objects).
+func NewObjects(ctx context.Context, client apiclient.Interface, rc cache.Getter) *objectcache.Pods {
+	one := func(resource string) func(ns, name string) cache.ListerWatcher {
+		return func(ns, name string) cache.ListerWatcher {
+			return cache.NewFilteredListWatchFromClient(rc, resource, ns, func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+			})
+		}
+	}
+	cms := &objectcache.Cache[*v1.ConfigMap]{ListWatch: one("configmaps"), New: func() *v1.ConfigMap { return &v1.ConfigMap{} },
+		Resource: v1.Resource("configmaps"),
+		Fetch: func(ctx context.Context, ns, name string) (*v1.ConfigMap, error) {
+			return client.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		Immutable: func(o *v1.ConfigMap) bool { return o.Immutable != nil && *o.Immutable }}
+	secrets := &objectcache.Cache[*v1.Secret]{ListWatch: one("secrets"), New: func() *v1.Secret { return &v1.Secret{} },
+		Resource: v1.Resource("secrets"),
+		Fetch: func(ctx context.Context, ns, name string) (*v1.Secret, error) {
+			return client.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		Immutable: func(o *v1.Secret) bool { return o.Immutable != nil && *o.Immutable }}
+	cms.Start(ctx)
+	secrets.Start(ctx)
+	return &objectcache.Pods{ConfigMaps: cms, Secrets: secrets}
 }
 
-// Secret reads a Secret for env and image pulls.
+// ConfigMap reads a ConfigMap for volumes and env, from its watch while a
+// Pod references it.
+func (a *APIServer) ConfigMap(ctx context.Context, ns, name string) (*v1.ConfigMap, error) {
+	if a.objects == nil { // not started
+		return a.Client.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	return a.objects.ConfigMaps.Get(ctx, ns, name)
+}
+
+// Secret reads a Secret for volumes, env and image pulls, from its watch
+// while a Pod references it.
 func (a *APIServer) Secret(ctx context.Context, ns, name string) (*v1.Secret, error) {
-	return a.Client.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if a.objects == nil {
+		return a.Client.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	return a.objects.Secrets.Get(ctx, ns, name)
 }
 
 // Services lists every Service from the informer's cache.

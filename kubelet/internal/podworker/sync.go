@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/flowcontrol"
@@ -65,6 +66,9 @@ type Syncer struct {
 	pullMu      sync.Mutex // serializeImagePulls
 	// mountBackoff spaces the retries of a Pod whose volumes failed.
 	mountBackoff *flowcontrol.Backoff
+	// forbiddenSince is when a Pod's volumes were first refused by the
+	// API server, within its authorizer's catch-up window.
+	forbiddenSince map[types.UID]time.Time
 }
 
 // Volume retries as upstream's nestedpendingoperations: 500 ms, doubling
@@ -74,6 +78,34 @@ const (
 	mountRetryInitial = 500 * time.Millisecond
 	mountRetryMax     = 2*time.Minute + 2*time.Second
 )
+
+// The node authorizer allows a Pod's token and ConfigMaps only once its
+// graph has the Pod, which can lag the kubelet's own watch by a few
+// milliseconds. Within authorizerLag of the first refusal the sync retries
+// every authorizerRetry without a FailedMount event; a refusal that lasts
+// longer is reported and backs off as any volume failure.
+const (
+	authorizerLag   = time.Second
+	authorizerRetry = 100 * time.Millisecond
+)
+
+// authorizerCatchUp tells whether err is a fresh refusal to retry soon.
+func (s *Syncer) authorizerCatchUp(uid types.UID, err error) bool {
+	if !apierrors.IsForbidden(err) {
+		return false
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.forbiddenSince == nil {
+		s.forbiddenSince = map[types.UID]time.Time{}
+	}
+	first, ok := s.forbiddenSince[uid]
+	if !ok {
+		s.forbiddenSince[uid], first = now, now
+	}
+	return now.Sub(first) < authorizerLag
+}
 
 // mountRetry is how long a Pod whose volumes failed waits for its next try.
 func (s *Syncer) mountRetry(uid types.UID) time.Duration {
@@ -91,6 +123,7 @@ func (s *Syncer) mountRetry(uid types.UID) time.Duration {
 func (s *Syncer) mountOK(uid types.UID) {
 	s.mu.Lock()
 	b := s.mountBackoff
+	delete(s.forbiddenSince, uid)
 	s.mu.Unlock()
 	if b != nil {
 		b.Reset(string(uid))
@@ -147,6 +180,7 @@ func (s *Syncer) Forget(uid types.UID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.reasons, uid)
+	delete(s.forbiddenSince, uid)
 }
 
 func (s *Syncer) now() time.Time {
@@ -198,12 +232,16 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 	var vols map[string]containerconfig.HostVolume
 	if s.Volumes != nil {
 		if vols, err = s.Volumes.Setup(ctx, pod); err != nil {
+			if s.authorizerCatchUp(pod.UID, err) {
+				return Result{Requeue: authorizerRetry, Runtime: rp}, err
+			}
 			s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedMount", "%v", err)
 			return Result{Requeue: s.mountRetry(pod.UID), Runtime: rp}, err
 		}
 		s.mountOK(pod.UID)
 	}
 	sb := rp.ActiveSandbox()
+	created := false
 	if sb == nil {
 		if len(rp.Sandboxes) > 0 && pod.Spec.RestartPolicy == v1.RestartPolicyNever && len(rp.Containers) > 0 {
 			// Upstream does not recreate the sandbox of a Never Pod whose containers ran.
@@ -212,12 +250,19 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 		if err := s.killContainers(ctx, pod, rp, 0); err != nil {
 			return res, err
 		}
-		if err := s.createSandbox(ctx, pod, rp); err != nil {
+		id, err := s.createSandbox(ctx, pod, rp)
+		if err != nil {
 			return Result{Requeue: backoff.Initial, Runtime: rp}, err
 		}
-		if rp, err = s.RT.GetPod(ctx, pod.UID); err != nil {
-			return res, err
+		// Only the new sandbox changed: read its status alone, not the
+		// whole Pod again. The sync has acted, so it re-reads the Pod
+		// before reporting its status.
+		created = true
+		st, err := s.RT.PodSandboxStatus(ctx, id, false)
+		if err != nil || st.GetStatus() == nil {
+			return Result{Requeue: time.Second, Runtime: rp}, fmt.Errorf("sandbox status after creation: %w", err)
 		}
+		rp = rp.WithSandbox(st.Status)
 		res.Runtime = rp
 		if sb = rp.ActiveSandbox(); sb == nil {
 			return Result{Requeue: time.Second, Runtime: rp}, errors.New("sandbox not ready after creation")
@@ -236,7 +281,7 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 			podIPs = append(podIPs, a.Ip)
 		}
 	}
-	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs, vols: vols}
+	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs, vols: vols, acted: created}
 	return sc.run(ctx)
 }
 
@@ -454,14 +499,14 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 	return nil
 }
 
-func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod) error {
+func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod) (string, error) {
 	var attempt uint32
 	if len(rp.Sandboxes) > 0 {
 		attempt = rp.Sandboxes[0].Metadata.GetAttempt() + 1
 	}
 	cfg, err := containerconfig.SandboxConfig(pod, attempt, s.Node)
 	if err != nil {
-		return err
+		return "", err
 	}
 	handler := ""
 	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
@@ -470,19 +515,20 @@ func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod
 			h, err := s.RuntimeClassHandler(ctx, *rc)
 			if err != nil {
 				s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-				return fmt.Errorf("runtime class %q: %w", *rc, err)
+				return "", fmt.Errorf("runtime class %q: %w", *rc, err)
 			}
 			handler = h
 		}
 	}
 	if err := s.Host.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
-		return fmt.Errorf("pod log dir: %w", err)
+		return "", fmt.Errorf("pod log dir: %w", err)
 	}
-	if _, err := s.RT.RunPodSandbox(ctx, cfg, handler); err != nil {
+	id, err := s.RT.RunPodSandbox(ctx, cfg, handler)
+	if err != nil {
 		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-		return fmt.Errorf("run sandbox: %w", err)
+		return "", fmt.Errorf("run sandbox: %w", err)
 	}
-	return nil
+	return id, nil
 }
 
 // gracePeriod is the Pod's current termination grace in seconds.

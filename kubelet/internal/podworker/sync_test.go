@@ -2,17 +2,22 @@ package podworker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
@@ -284,8 +289,8 @@ func TestSyncReadsRuntimeAgainOnlyAfterActing(t *testing.T) {
 		name      string
 		wantLists int
 	}{
-		// read, sandbox created and read again, container started and read again
-		{"first sync starts everything", 3},
+		// read; the new sandbox's status alone; container started, read again
+		{"first sync starts everything", 2},
 		{"nothing to do", 1},
 	}
 	for _, s := range steps {
@@ -313,5 +318,55 @@ func TestMountRetryBacksOff(t *testing.T) {
 	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 500 * time.Millisecond}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("retries (-want +got):\n%s", d)
+	}
+}
+
+// failingVolumes fails every Setup with err.
+type failingVolumes struct{ err error }
+
+func (v failingVolumes) Setup(context.Context, *v1.Pod) (map[string]containerconfig.HostVolume, error) {
+	return nil, v.err
+}
+func (failingVolumes) Teardown(types.UID) error { return nil }
+
+// A volume refused by the node authorizer right after the Pod appeared is
+// retried soon and quietly while the authorizer catches up; a refusal past
+// that window, or any other failure, is a FailedMount with back-off.
+func TestAuthorizerCatchUpRetriesQuietly(t *testing.T) {
+	forbidden := fmt.Errorf("MountVolume.SetUp failed for volume \"token\" : %w",
+		apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts/token"}, "default", errors.New("no relationship found")))
+	t0 := time.Now()
+	type step struct {
+		At      time.Duration
+		Err     string
+		Requeue time.Duration
+		Events  int
+	}
+	steps := []step{
+		{0, "forbidden", authorizerRetry, 0},
+		{500 * time.Millisecond, "forbidden", authorizerRetry, 0},
+		{time.Second, "forbidden", mountRetryInitial, 1},
+		{1100 * time.Millisecond, "other", 2 * mountRetryInitial, 1},
+	}
+	f := newFixture(t)
+	clk := clocktesting.NewFakeClock(t0)
+	f.syncer.Clock = clk
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	var got []step
+	for _, s := range steps {
+		clk.SetTime(t0.Add(s.At))
+		err := forbidden
+		if s.Err == "other" {
+			err = fmt.Errorf("MountVolume.SetUp failed: %w", errors.New("disk full"))
+		}
+		f.syncer.Volumes = failingVolumes{err}
+		res := f.sync(t, pod)
+		got = append(got, step{s.At, s.Err, res.Requeue, len(f.recorder.Events)})
+		for len(f.recorder.Events) > 0 {
+			<-f.recorder.Events
+		}
+	}
+	if d := cmp.Diff(steps, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

@@ -56,7 +56,14 @@ type Workers struct {
 	workers map[types.UID]chan struct{}
 	// rejected Pods never run: their status stays what admission wrote.
 	rejected map[types.UID]bool
-	wg       sync.WaitGroup
+	// A runtime change notice (PLEG) that the Pod's last sync has already
+	// seen wakes no sync: upstream's workers likewise wait only for a
+	// runtime view newer than their last sync. Most notices in a Pod's
+	// start are of the sync's own actions, which it re-read.
+	notices map[types.UID]time.Time // newest change not yet synced
+	forced  map[types.UID]bool      // a sync is asked for, whatever the runtime did
+	readAt  map[types.UID]time.Time // when the last sync's runtime view was read
+	wg      sync.WaitGroup
 }
 
 // Start sets the context every worker runs under.
@@ -118,7 +125,7 @@ func (w *Workers) Update(pod *v1.Pod) {
 		// the Ready condition recomputed), so neither do we.
 		return
 	}
-	w.triggerLocked(pod.UID)
+	w.forceLocked(pod.UID)
 }
 
 // differSemantically is upstream's podsDifferSemantically: a change of
@@ -178,24 +185,76 @@ func (w *Workers) Remove(uid types.UID) {
 		return
 	}
 	if _, ok := w.workers[uid]; ok {
-		w.triggerLocked(uid)
+		w.forceLocked(uid)
 		return
 	}
 	// An orphan the runtime still holds (found by the PLEG or on start).
 	w.startLocked(uid)
 }
 
-// Trigger asks the Pod's worker to sync now (PLEG events).
+// Trigger asks the Pod's worker to sync now (probe results, kills).
 func (w *Workers) Trigger(uid types.UID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.workers[uid]; ok {
+		w.forceLocked(uid)
+		return
+	}
+	if _, known := w.pods[uid]; !known {
+		w.startLocked(uid) // orphan: the worker kills and removes it
+	}
+}
+
+// Changed tells the Pod's worker that the runtime changed the Pod's
+// objects before at (PLEG); it syncs unless its last sync read the
+// runtime after at.
+func (w *Workers) Changed(uid types.UID, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.workers[uid]; ok {
+		w.noticesLocked()
+		if at.After(w.notices[uid]) {
+			w.notices[uid] = at
+		}
 		w.triggerLocked(uid)
 		return
 	}
 	if _, known := w.pods[uid]; !known {
 		w.startLocked(uid) // orphan: the worker kills and removes it
 	}
+}
+
+// noticesLocked makes the notice maps on first use.
+func (w *Workers) noticesLocked() {
+	if w.notices == nil {
+		w.notices = map[types.UID]time.Time{}
+	}
+	if w.forced == nil {
+		w.forced = map[types.UID]bool{}
+	}
+	if w.readAt == nil {
+		w.readAt = map[types.UID]time.Time{}
+	}
+}
+
+func (w *Workers) forceLocked(uid types.UID) {
+	w.noticesLocked()
+	w.forced[uid] = true
+	w.triggerLocked(uid)
+}
+
+// seen tells, as a wake-up by notice is taken, whether the Pod's last sync
+// has already seen every change noticed; otherwise the sync about to run
+// covers what was asked so far.
+func (w *Workers) seen(uid types.UID, woken bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, noticed := w.notices[uid]
+	ra, read := w.readAt[uid]
+	skip := woken && !w.forced[uid] && noticed && read && n.Before(ra)
+	delete(w.notices, uid)
+	delete(w.forced, uid)
+	return skip
 }
 
 // Known tells whether a Pod UID is desired (in a source).
@@ -231,6 +290,8 @@ func (w *Workers) startLocked(uid types.UID) {
 	}
 	ch := make(chan struct{}, 1)
 	ch <- struct{}{}
+	w.noticesLocked()
+	w.forced[uid] = true // the first sync runs whatever
 	w.workers[uid] = ch
 	w.wg.Add(1)
 	go w.run(uid, ch)
@@ -242,11 +303,16 @@ func (w *Workers) run(uid types.UID, ch chan struct{}) {
 	timer := time.NewTimer(w.Resync)
 	defer timer.Stop()
 	for {
+		woken := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
+			woken = true
 		case <-timer.C:
+		}
+		if w.seen(uid, woken) {
+			continue // the resync timer keeps running
 		}
 		w.mu.Lock()
 		pod, present := w.pods[uid]
@@ -293,6 +359,9 @@ func (w *Workers) cleanup(ctx context.Context, uid types.UID) bool {
 		return false
 	}
 	delete(w.workers, uid)
+	delete(w.notices, uid)
+	delete(w.forced, uid)
+	delete(w.readAt, uid)
 	w.Status.Forget(uid)
 	if w.Prober != nil {
 		w.Prober.Forget(uid)
@@ -329,6 +398,12 @@ func (w *Workers) sync(ctx context.Context, pod *v1.Pod) time.Duration {
 	}
 	if res.Runtime == nil {
 		return next
+	}
+	if !res.Runtime.ReadAt.IsZero() {
+		w.mu.Lock()
+		w.noticesLocked()
+		w.readAt[pod.UID] = res.Runtime.ReadAt
+		w.mu.Unlock()
 	}
 	var probe func(*v1.Container, string, bool) (bool, bool)
 	if w.Prober != nil {

@@ -2,9 +2,11 @@ package podworker
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -116,5 +118,52 @@ func TestUpdateSyncsOnlyOnSemanticChange(t *testing.T) {
 				t.Error("the newest Pod was not stored")
 			}
 		})
+	}
+}
+
+// A runtime change notice wakes a sync only if the Pod's last sync read
+// the runtime before the change; any other trigger always syncs.
+func TestNoticeSeenByLastSyncWakesNoSync(t *testing.T) {
+	read := time.Now()
+	before, after := read.Add(-time.Second), read.Add(time.Second)
+	const uid = types.UID("u")
+	steps := []struct {
+		name  string
+		do    func(w *Workers)
+		woken bool
+		skip  bool
+	}{
+		{"change before the last read", func(w *Workers) { w.Changed(uid, before) }, true, true},
+		{"change after the last read", func(w *Workers) { w.Changed(uid, after) }, true, false},
+		{"old and new changes", func(w *Workers) { w.Changed(uid, after); w.Changed(uid, before) }, true, false},
+		{"trigger (probe result)", func(w *Workers) { w.Trigger(uid) }, true, false},
+		{"old change, then trigger", func(w *Workers) { w.Changed(uid, before); w.Trigger(uid) }, true, false},
+		{"pod updated", func(w *Workers) {
+			p := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+			p.UID, p.Labels = uid, map[string]string{"x": "y"}
+			w.Update(p)
+		}, true, false},
+		{"resync timer after an old change", func(w *Workers) { w.Changed(uid, before) }, false, false},
+	}
+	var got, want []string
+	for _, s := range steps {
+		ch := make(chan struct{}, 1)
+		p := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+		p.UID = uid
+		w := &Workers{pods: map[types.UID]*v1.Pod{uid: p}, workers: map[types.UID]chan struct{}{uid: ch},
+			readAt: map[types.UID]time.Time{uid: read}}
+		s.do(w)
+		if len(ch) != 1 {
+			t.Fatalf("%s: worker not woken", s.name)
+		}
+		got = append(got, fmt.Sprintf("%s: skip=%v", s.name, w.seen(uid, s.woken)))
+		want = append(want, fmt.Sprintf("%s: skip=%v", s.name, s.skip))
+		// The wake-up took every notice, whether it syncs or not.
+		if _, left := w.notices[uid]; left || w.forced[uid] {
+			t.Errorf("%s: notices left after the wake-up was taken", s.name)
+		}
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

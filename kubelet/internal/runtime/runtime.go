@@ -54,6 +54,9 @@ type Pod struct {
 	Sandboxes []*runtimeapi.PodSandboxStatus
 	// Containers newest first.
 	Containers []*Container
+	// ReadAt is when the listing that produced this view began: every
+	// change the runtime made before it is in the view. Zero when unknown.
+	ReadAt time.Time
 }
 
 // ActiveSandbox is the newest ready sandbox, or nil.
@@ -62,6 +65,14 @@ func (p *Pod) ActiveSandbox() *runtimeapi.PodSandboxStatus {
 		return nil
 	}
 	return p.Sandboxes[0]
+}
+
+// WithSandbox is a copy of the Pod with sb, just created, as its newest
+// sandbox; ReadAt stays that of the rest, read before.
+func (p *Pod) WithSandbox(sb *runtimeapi.PodSandboxStatus) *Pod {
+	c := *p
+	c.Sandboxes = append([]*runtimeapi.PodSandboxStatus{sb}, p.Sandboxes...)
+	return &c
 }
 
 // Latest is the newest container named name, or nil.
@@ -98,23 +109,25 @@ func (p *Pod) Running() bool {
 // ListPods reads every sandbox and container the upstream kubelet or ours
 // made (those with a Pod UID label) and groups them by Pod UID.
 func (r *Runtime) ListPods(ctx context.Context) (map[types.UID]*Pod, error) {
-	return r.list(ctx, nil)
+	return r.list(ctx, nil, time.Now())
 }
 
 // GetPod is ListPods for one Pod UID; it returns an empty Pod when the
 // runtime holds nothing for it.
 func (r *Runtime) GetPod(ctx context.Context, uid types.UID) (*Pod, error) {
-	pods, err := r.list(ctx, map[string]string{PodUIDLabel: string(uid)})
+	start := time.Now()
+	pods, err := r.list(ctx, map[string]string{PodUIDLabel: string(uid)}, start)
 	if err != nil {
 		return nil, err
 	}
 	if p := pods[uid]; p != nil {
 		return p, nil
 	}
-	return &Pod{UID: uid}, nil
+	return &Pod{UID: uid, ReadAt: start}, nil
 }
 
-func (r *Runtime) list(ctx context.Context, selector map[string]string) (map[types.UID]*Pod, error) {
+// list lists the runtime's objects; start, taken before, is each Pod's ReadAt.
+func (r *Runtime) list(ctx context.Context, selector map[string]string, start time.Time) (map[types.UID]*Pod, error) {
 	var sf *runtimeapi.PodSandboxFilter
 	var cf *runtimeapi.ContainerFilter
 	if selector != nil {
@@ -137,7 +150,7 @@ func (r *Runtime) list(ctx context.Context, selector map[string]string) (map[typ
 		}
 		p := pods[uid]
 		if p == nil {
-			p = &Pod{UID: uid, Name: l[PodNameLabel], Namespace: l[PodNamespaceLabel]}
+			p = &Pod{UID: uid, Name: l[PodNameLabel], Namespace: l[PodNamespaceLabel], ReadAt: start}
 			pods[uid] = p
 		}
 		return p

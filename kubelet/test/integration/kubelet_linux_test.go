@@ -64,7 +64,7 @@ func startKubelet(t *testing.T, s *stack, client *fake.Clientset) *kubelet {
 	if err := w.Adopt(ctx, rt); err != nil {
 		t.Fatal(err)
 	}
-	go (&pleg.PLEG{RT: rt.RuntimeService, Notify: func(uid types.UID) { w.Trigger(uid) }, Log: log}).Run(ctx)
+	go (&pleg.PLEG{RT: rt.RuntimeService, Notify: w.Changed, Log: log}).Run(ctx)
 	k := &kubelet{rt: rt, workers: w, syncer: syncer, cancel: cancel}
 	t.Cleanup(k.stop)
 	return k
