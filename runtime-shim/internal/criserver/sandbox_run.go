@@ -159,12 +159,13 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		sbRecorded <- err
 	}()
 	var rec containers.Container
+	tin := taskInputs{snapshotter: s.cfg.Snapshotter, snapshotKey: id}
 	ctr, err := s.client.NewContainer(cctx, id,
 		containerd.WithImage(cimg),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		containerd.WithNewSnapshot(id, cimg, userns.snapshotOpts()...),
+		s.withNewSnapshot(id, cimg, &tin, userns.snapshotOpts()...),
 		containerd.WithRuntime(s.cfg.RuntimeType, s.runcOptions()),
-		containerd.WithNewSpec(specOpts...),
+		containerd.WithNewSpec(append(specOpts, withTaskInputs(&tin))...),
 		containerd.WithContainerLabels(labels),
 		containerd.WithContainerExtension(extSandboxCfg, ext),
 		captureMeta(&rec),
@@ -192,19 +193,21 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		return nil, toStatus(errgrpc.ToNative(sbErr), "sandbox record")
 	}
 
-	task, err := ctr.NewTask(cctx, cio.NullIO)
+	// As StartContainer: the task from the kept snapshot mounts, without
+	// the client's reads of the container record.
+	nullIO, err := cio.NullIO(id)
+	if err != nil {
+		return nil, toStatus(err, "pause io")
+	}
+	task, pid, err := s.newInitTask(cctx, id, tin, nullIO)
 	if err != nil {
 		return nil, toStatus(err, "create pause task")
 	}
 	undo = append(undo, func() {
 		s.dropLive(id)
-		_, _ = task.Delete(context.WithoutCancel(cctx), containerd.WithProcessKill)
+		_ = task.deleteInit(context.WithoutCancel(cctx))
 	})
-	pauseExit, err := task.Wait(context.WithoutCancel(cctx))
-	if err != nil {
-		return nil, toStatus(err, "wait pause task")
-	}
-	s.watchPause(id, task.Pid(), pauseExit)
+	s.watchPause(id, pid, task.wait(context.WithoutCancel(cctx)))
 	// Recorded while runc starts the pause (two waits that overlap); shown
 	// only once it runs. Ready also needs the task running, so a record
 	// left by a failed start is never read as ready.
@@ -214,7 +217,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, r *runtime.RunPodSandboxReq
 		_, err := ctr.SetLabels(cctx, ready)
 		recorded <- err
 	}()
-	if err := task.Start(cctx); err != nil {
+	if err := task.startInit(cctx); err != nil {
 		<-recorded
 		return nil, toStatus(err, "start pause task")
 	}
