@@ -33,9 +33,11 @@ test-ipvs:
 ## bench-proxy-ipvs: ours vs upstream kube-proxy --proxy-mode=ipvs in user-mode-linux,
 ## same run, same API server (host control plane over a tap): full sync at
 ## 1,000 and 10,000 Services x 10 endpoints, one EndpointSlice change p50/p99,
-## RSS; measured from the kernel's IPVS table (netlink reads of the Services
-## not yet complete, and /proc/net/ip_vs once a sample says the sync may be
-## done; the observer's own CPU is printed). Then the
+## RSS; measured from the kernel's IPVS table: GET_DEST netlink reads of the
+## Services not yet verified (one verified is not read again), a pass over
+## them once a hint (a random sample complete, or the proxy's own synced
+## metric) says the sync may be done; complete = the end of the pass that
+## leaves none (the observer's hint time and CPU are printed). Then the
 ## fake-kernel Go benchmarks of the desired-state build and diff, and one
 ## EndpointSlice change end to end through the daemon's path (informer,
 ## syncer, plane, fake kernel) after a full sync, p50/p99, on one CPU.

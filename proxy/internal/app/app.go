@@ -82,6 +82,7 @@ func Run(ctx context.Context, streams sharedapp.Streams, args []string) error {
 	}
 	hostname = strings.ToLower(strings.TrimSpace(hostname))
 
+	usePlainList()
 	restCfg, err := clientcmd.BuildConfigFromFlags(cfg.Master, cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("API server client config: %w", err)

@@ -1,9 +1,8 @@
 // Command ipvsbench is the guest side of make bench-proxy-ipvs: inside a
 // user-mode-linux kernel it starts one proxy (ours or upstream kube-proxy in
 // IPVS mode) against the API server the host side populated, and measures
-// from the kernel's side (one virtual server's real servers over IPVS's
-// netlink API, the whole table from /proc/net/ip_vs; never the proxy's own
-// metrics):
+// from the kernel's side (one virtual server's real servers at a time over
+// IPVS's netlink API; the proxy's own metric only hints when to look):
 //   - full sync: from the proxy's start until every Service of namespace
 //     bench has its virtual server with exactly its real servers (observer);
 //   - one EndpointSlice change: from the API write (and from its answer)
@@ -17,10 +16,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"os"
@@ -55,18 +54,19 @@ type Result struct {
 	// (left out of ChangeMs: a lost update, or one queued behind a sync
 	// longer than the bound).
 	ChangesMissed int `json:"changesMissed"`
-	// SlowestPollSeconds is the observer's longest poll: the sync's end
-	// is seen at most two polls and a pause (each no longer) after it
-	// happened.
+	// The observer (see observer): when a hint first armed a
+	// verification pass (HintBy: sample, metric or few), when the proxy's
+	// own synced metric was first seen set (read every 0.5 s until the end
+	// of the run, changes included; 0: never), the observer's longest poll,
+	// and its CPU, polls, passes and GET_DEST reads until completion.
+	HintBy             string  `json:"hintBy"`
+	HintSeconds        float64 `json:"hintSeconds"`
+	MetricSeconds      float64 `json:"metricSeconds"`
 	SlowestPollSeconds float64 `json:"slowestPollSeconds"`
-	// LastPassSeconds is the observer's last poll (its lag is at most
-	// that plus one pause); ObserverCPUSeconds its CPU during the full
-	// sync, over ObserverPolls polls and ObserverReads GET_DEST reads.
-	LastPassSeconds    float64 `json:"lastPassSeconds"`
 	ObserverCPUSeconds float64 `json:"observerCPUSeconds"`
 	ObserverPolls      int     `json:"observerPolls"`
+	ObserverPasses     int     `json:"observerPasses"`
 	ObserverReads      int     `json:"observerReads"`
-	ObserverDumps      int     `json:"observerDumps"` // whole-table reads
 	RSSKiB             int     `json:"rssKiB"`
 	HWMKiB             int     `json:"hwmKiB"`
 	Error              string  `json:"error,omitempty"`
@@ -183,33 +183,52 @@ func run(r *Result, kind, bin, node string, changes int, timeout time.Duration, 
 		}
 	}()
 
-	obs, err := newObserver(targets)
+	rd, err := pipvs.NewReader()
 	if err != nil {
 		return err
 	}
-	defer obs.close()
+	defer rd.Close()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	syncedAt := watchSynced(wctx, "http://127.0.0.1:10249/metrics", start, 500*time.Millisecond)
+	// When the proxy says it is done, in case it says so only after the
+	// changes began (kube-proxy's sync goes on after IPVS is programmed).
+	defer func() { r.MetricSeconds = syncedAt().Seconds() }()
+	obs := newObserver(rd, targets, func() bool { return syncedAt() > 0 },
+		rand.New(rand.NewPCG(uint64(start.UnixNano()), 1)), start)
 	cpu0 := cpuSeconds()
-	for len(obs.pending) > 0 {
+	for len(obs.want) > 0 {
 		select {
 		case err := <-exited:
 			return fmt.Errorf("proxy exited: %v", err)
 		default:
 		}
 		if time.Since(start) > timeout {
-			r.Done = len(targets) - len(obs.pending)
+			r.Done = len(targets) - len(obs.want)
 			return fmt.Errorf("full sync not done after %s: %d of %d Services complete", timeout, r.Done, len(targets))
 		}
 		if err := obs.poll(); err != nil {
 			return err
 		}
-		if len(obs.pending) > 0 {
-			time.Sleep(max(pollInterval, obs.last))
+		if len(obs.want) == 0 {
+			break
+		}
+		// Armed: the next pass soon. Not armed: never more than half the
+		// guest's CPU, unless the proxy says it is done.
+		pause := time.Now().Add(pollInterval)
+		if !obs.armed {
+			pause = time.Now().Add(max(pollInterval, obs.stats.Last))
+		}
+		time.Sleep(pollInterval)
+		for time.Now().Before(pause) && !obs.checkMetric() {
+			time.Sleep(pollInterval)
 		}
 	}
-	r.ObserverCPUSeconds = cpuSeconds() - cpu0
-	r.ObserverPolls, r.ObserverReads, r.ObserverDumps = obs.polls, obs.reads, obs.dumps
-	r.LastPassSeconds, r.SlowestPollSeconds = obs.last.Seconds(), obs.slowest.Seconds()
 	r.FullSyncSeconds = time.Since(start).Seconds()
+	r.ObserverCPUSeconds = cpuSeconds() - cpu0
+	st := obs.stats
+	r.HintBy, r.HintSeconds, r.SlowestPollSeconds = st.HintBy, st.HintAt.Seconds(), st.Slowest.Seconds()
+	r.ObserverPolls, r.ObserverPasses, r.ObserverReads = st.Polls, st.Passes, st.Reads
 	r.Done = len(targets)
 	r.RSSKiB, _ = status(cmd.Process.Pid)
 	// Both proxies serve kube-proxy's metrics there: the sync durations
@@ -246,7 +265,7 @@ func run(r *Result, kind, bin, node string, changes int, timeout time.Duration, 
 		tAck := time.Now()
 		t.slice = upd
 		missed := false
-		for !hasDest(obs.r, t.vs, netip.AddrPortFrom(ip, port)) {
+		for !hasDest(rd, t.vs, netip.AddrPortFrom(ip, port)) {
 			if time.Since(t0) > changeTimeout {
 				fmt.Fprintf(os.Stderr, "change %d (%s of %s) not in the kernel after %s\n", i, ip, t.vs, changeTimeout)
 				missed = true
@@ -321,187 +340,19 @@ func hasDest(r *pipvs.Reader, vk pipvs.VSKey, ap netip.AddrPort) bool {
 	return false
 }
 
-// pollInterval is the observer's shortest pause between two polls (it
-// waits at least as long as the last poll took, so it never takes more
-// than half the guest's one CPU).
+// pollInterval is the observer's pause between two polls while it waits
+// for a hint (after a long pass that left many pending, at least as long
+// as that pass, cut short when the proxy's metric says it is done).
 const pollInterval = 200 * time.Millisecond
 
-// perKeyMax is the number of incomplete virtual servers up to which a poll
-// reads each one's real servers (a GET_DEST round trip each, about 0.5 ms
-// in user-mode-linux); above it a poll first reads a few at random
-// (sample), and only when all of those are complete the whole table
-// (/proc/net/ip_vs: one text dump of every virtual and real server, far
-// cheaper than 10,000 round trips).
+// perKeyMax is the number of pending virtual servers up to which a poll is
+// a verification pass without waiting for a hint (a GET_DEST round trip
+// each, about 0.65 ms in user-mode-linux); sample is how many pending ones
+// a poll reads before that.
 const (
 	perKeyMax = 256
 	sample    = 8
 )
-
-// observer decides when the kernel's IPVS table holds every expected
-// virtual server with exactly its expected real servers. The same for both
-// proxies, and light: a virtual server found complete is never read again;
-// while many are incomplete a poll costs a few round trips, and the whole
-// table is read only when a sample says the sync may be done; the sync's
-// end is noticed by the first poll after it (lag <= the pause + one poll).
-type observer struct {
-	r       *pipvs.Reader
-	pending map[pipvs.VSKey]map[netip.AddrPort]bool
-	polls   int
-	reads   int           // GET_DEST round trips
-	dumps   int           // whole-table reads
-	last    time.Duration // the last poll's length
-	slowest time.Duration // the longest poll's
-}
-
-func newObserver(targets []target) (*observer, error) {
-	r, err := pipvs.NewReader()
-	if err != nil {
-		return nil, err
-	}
-	o := &observer{r: r, pending: make(map[pipvs.VSKey]map[netip.AddrPort]bool, len(targets))}
-	for _, t := range targets {
-		o.pending[t.vs] = t.want
-	}
-	return o, nil
-}
-
-func (o *observer) close() { o.r.Close() }
-
-func (o *observer) poll() error {
-	t0 := time.Now()
-	defer func() { o.polls++; o.last = time.Since(t0); o.slowest = max(o.slowest, o.last) }()
-	if len(o.pending) > perKeyMax {
-		n := 0
-		for k := range o.pending { // map order: a random sample
-			if n++; n > sample {
-				break
-			}
-			done, err := o.readOne(k)
-			if err != nil || !done {
-				return err
-			}
-		}
-		return o.readAll()
-	}
-	for k := range o.pending {
-		if _, err := o.readOne(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// readOne reads k's real servers and says whether k is complete (then no
-// longer pending).
-func (o *observer) readOne(k pipvs.VSKey) (bool, error) {
-	o.reads++
-	rs, err := o.r.RealServers(k)
-	if errors.Is(err, pipvs.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if !exactly(rs, o.pending[k]) {
-		return false, nil
-	}
-	delete(o.pending, k)
-	return true, nil
-}
-
-// readAll reads the whole table and drops every complete virtual server.
-func (o *observer) readAll() error {
-	o.dumps++
-	f, err := os.Open("/proc/net/ip_vs")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	table, err := parseProcIPVS(bufio.NewReaderSize(f, 1<<20))
-	if err != nil {
-		return fmt.Errorf("/proc/net/ip_vs: %w", err)
-	}
-	for k, want := range o.pending {
-		if rs, ok := table[k]; ok && exactlyAPs(rs, want) {
-			delete(o.pending, k)
-		}
-	}
-	return nil
-}
-
-// parseProcIPVS reads /proc/net/ip_vs (net/netfilter/ipvs/ip_vs_ctl.c,
-// ip_vs_info_seq_show): a virtual server line "TCP  0A600001:0050 rr ..."
-// (addresses and ports in hex; IPv6 as [x:x:...]), then its real servers
-// "  -> 0AF40002:1F90      Masq    1      0          0". Firewall-mark
-// services (FWM) are skipped.
-func parseProcIPVS(r io.Reader) (map[pipvs.VSKey][]netip.AddrPort, error) {
-	out := map[pipvs.VSKey][]netip.AddrPort{}
-	var cur *pipvs.VSKey
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) >= 2 && f[0] == "->":
-			if cur == nil {
-				continue // the header's "-> RemoteAddress:Port ..."
-			}
-			ap, err := parseHexAddrPort(f[1])
-			if err != nil {
-				return nil, err
-			}
-			out[*cur] = append(out[*cur], ap)
-		case len(f) >= 2 && (f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP"):
-			ap, err := parseHexAddrPort(f[1])
-			if err != nil {
-				return nil, err
-			}
-			k := pipvs.VSKey{Protocol: v1.Protocol(f[0]), Addr: ap.Addr(), Port: ap.Port()}
-			out[k] = []netip.AddrPort{} // present, even with no real server
-			cur = &k
-		default:
-			cur = nil // header lines, FWM services
-		}
-	}
-	return out, sc.Err()
-}
-
-// parseHexAddrPort reads "0A600001:0050" or "[fd00:0000:...:0010]:0050".
-func parseHexAddrPort(s string) (netip.AddrPort, error) {
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 {
-		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
-	}
-	port, err := strconv.ParseUint(s[i+1:], 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("bad port in %q: %w", s, err)
-	}
-	a := s[:i]
-	if strings.HasPrefix(a, "[") {
-		ip, err := netip.ParseAddr(strings.Trim(a, "[]"))
-		if err != nil {
-			return netip.AddrPort{}, fmt.Errorf("bad address %q: %w", s, err)
-		}
-		return netip.AddrPortFrom(ip, uint16(port)), nil
-	}
-	v, err := strconv.ParseUint(a, 16, 32)
-	if err != nil || len(a) != 8 {
-		return netip.AddrPort{}, fmt.Errorf("bad address %q", s)
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), uint16(port)), nil
-}
-
-// exactlyAPs is exactly for addresses read from /proc/net/ip_vs.
-func exactlyAPs(aps []netip.AddrPort, want map[netip.AddrPort]bool) bool {
-	if len(aps) != len(want) {
-		return false
-	}
-	for _, ap := range aps {
-		if !want[ap] {
-			return false
-		}
-	}
-	return true
-}
 
 // exactly says whether rs are the real servers want, no more, no fewer.
 func exactly(rs []pipvs.RealServer, want map[netip.AddrPort]bool) bool {

@@ -1,49 +1,19 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
-	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
 
 	pipvs "github.com/nodesuite/nodesuite/proxy/internal/ipvs"
 )
-
-// As Linux 6.1's ip_vs_info_seq_show prints it.
-const procIPVS = `IP Virtual Server version 1.2.1 (size=4096)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
-TCP  0A600001:0050 rr
-  -> 0AF40002:1F90      Masq    1      0          0
-  -> 0AF40103:1F90      Masq    0      2          1
-UDP  0A60000A:0035 rr persistent 10800
-FWM  00000001 rr
-  -> 0A000001:0000      Masq    1      0          0
-TCP  [fd00:0000:0000:0000:0000:0000:0000:0010]:01BB sh
-  -> [fd01:0000:0000:0000:0000:0000:0000:0002]:2000      Masq    1      0          0
-`
-
-func TestParseProcIPVS(t *testing.T) {
-	got, err := parseProcIPVS(strings.NewReader(procIPVS))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := netip.MustParseAddrPort
-	want := map[pipvs.VSKey][]netip.AddrPort{
-		{Protocol: v1.ProtocolTCP, Addr: netip.MustParseAddr("10.96.0.1"), Port: 80}:  {ap("10.244.0.2:8080"), ap("10.244.1.3:8080")},
-		{Protocol: v1.ProtocolUDP, Addr: netip.MustParseAddr("10.96.0.10"), Port: 53}: {},
-		{Protocol: v1.ProtocolTCP, Addr: netip.MustParseAddr("fd00::10"), Port: 443}:  {ap("[fd01::2]:8192")},
-	}
-	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-		cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); d != "" {
-		t.Errorf("(-want +got):\n%s", d)
-	}
-	if _, err := parseProcIPVS(strings.NewReader("TCP  0A6000:0050 rr\n")); err == nil {
-		t.Errorf("short address: no error")
-	}
-}
 
 func TestExactly(t *testing.T) {
 	ap := netip.MustParseAddrPort
@@ -58,9 +28,6 @@ func TestExactly(t *testing.T) {
 		{"one too many", []netip.AddrPort{ap("10.0.0.1:80"), ap("10.0.0.2:80"), ap("10.0.0.3:80")}, false},
 		{"one other", []netip.AddrPort{ap("10.0.0.1:80"), ap("10.0.0.3:80")}, false},
 	} {
-		if got := exactlyAPs(tc.aps, want); got != tc.ok {
-			t.Errorf("%s: exactlyAPs = %v", tc.name, got)
-		}
 		var rs []pipvs.RealServer
 		for _, a := range tc.aps {
 			rs = append(rs, pipvs.RealServer{Addr: a.Addr(), Port: a.Port()})
@@ -68,5 +35,144 @@ func TestExactly(t *testing.T) {
 		if got := exactly(rs, want); got != tc.ok {
 			t.Errorf("%s: exactly = %v", tc.name, got)
 		}
+	}
+}
+
+// fakeKernel answers GET_DEST from a function of the Service's index, and
+// fails the test when a Service already seen complete is read again.
+type fakeKernel struct {
+	t        *testing.T
+	index    map[pipvs.VSKey]int
+	state    func(i int) ([]pipvs.RealServer, error)
+	complete map[pipvs.VSKey]bool
+}
+
+func (f *fakeKernel) RealServers(k pipvs.VSKey) ([]pipvs.RealServer, error) {
+	if f.complete[k] {
+		f.t.Errorf("%s read again after it was complete", k)
+	}
+	rs, err := f.state(f.index[k])
+	if err == nil && len(rs) == 1 && rs[0] == real(f.index[k]) {
+		f.complete[k] = true
+	}
+	return rs, err
+}
+
+func vsKey(i int) pipvs.VSKey {
+	return pipvs.VSKey{Protocol: v1.ProtocolTCP, Addr: netip.AddrFrom4([4]byte{10, 96, 0, byte(i)}), Port: 80}
+}
+
+func real(i int) pipvs.RealServer {
+	return pipvs.RealServer{Addr: netip.AddrFrom4([4]byte{10, 244, 0, byte(i)}), Port: 8080}
+}
+
+var errBroken = fmt.Errorf("broken socket")
+
+// Kernel states by Service index.
+var (
+	none = func(int) ([]pipvs.RealServer, error) { return nil, fmt.Errorf("vs: %w", pipvs.ErrNotFound) }
+	all  = func(i int) ([]pipvs.RealServer, error) { return []pipvs.RealServer{real(i)}, nil }
+	from = func(k int) func(int) ([]pipvs.RealServer, error) {
+		return func(i int) ([]pipvs.RealServer, error) {
+			if i < k {
+				return none(i)
+			}
+			return all(i)
+		}
+	}
+	below = func(k int) func(int) ([]pipvs.RealServer, error) {
+		return func(i int) ([]pipvs.RealServer, error) {
+			if i >= k {
+				return []pipvs.RealServer{}, nil // the virtual server, no real server yet
+			}
+			return all(i)
+		}
+	}
+	extra  = func(i int) ([]pipvs.RealServer, error) { return []pipvs.RealServer{real(i), real(i + 100)}, nil }
+	broken = func(int) ([]pipvs.RealServer, error) { return nil, errBroken }
+)
+
+func TestObserver(t *testing.T) {
+	type step struct {
+		kernel  func(i int) ([]pipvs.RealServer, error)
+		metric  bool
+		wantErr error
+		want    obsStats
+	}
+	for _, tc := range []struct {
+		name     string
+		services int
+		steps    []step
+	}{
+		{"no hint: one sample read, stops at the first incomplete", 10, []step{
+			{kernel: none, want: obsStats{Pending: 10, Polls: 1, Reads: 1}},
+			{kernel: none, want: obsStats{Pending: 10, Polls: 2, Reads: 2}},
+		}},
+		{"a complete sample arms a pass over the rest", 10, []step{
+			{kernel: all, want: obsStats{Pending: 0, Polls: 1, Passes: 1, Reads: 10, HintBy: hintSample}},
+		}},
+		{"a pass that leaves many pending goes back to sampling; only pending Services are read again", 10, []step{
+			{kernel: below(5), want: obsStats{Pending: 5, Polls: 1, Passes: 1, Reads: 10, HintBy: hintSample}},
+			{kernel: none, want: obsStats{Pending: 5, Polls: 2, Passes: 1, Reads: 11, HintBy: hintSample}},
+			{kernel: all, want: obsStats{Pending: 0, Polls: 3, Passes: 2, Reads: 16, HintBy: hintSample}},
+		}},
+		{"the proxy's metric arms passes while the sample is incomplete", 10, []step{
+			{kernel: from(5), metric: true, want: obsStats{Pending: 5, Polls: 1, Passes: 1, Reads: 10, HintBy: hintMetric, MetricSeen: true}},
+			{kernel: all, want: obsStats{Pending: 0, Polls: 2, Passes: 2, Reads: 15, HintBy: hintMetric, MetricSeen: true}},
+		}},
+		{"few pending: a pass without a hint", 3, []step{
+			{kernel: none, want: obsStats{Pending: 3, Polls: 1, Passes: 1, Reads: 3, HintBy: hintFew}},
+			{kernel: all, want: obsStats{Pending: 0, Polls: 2, Passes: 2, Reads: 6, HintBy: hintFew}},
+		}},
+		{"a real server too many stays pending", 3, []step{
+			{kernel: extra, want: obsStats{Pending: 3, Polls: 1, Passes: 1, Reads: 3, HintBy: hintFew}},
+			{kernel: all, want: obsStats{Pending: 0, Polls: 2, Passes: 2, Reads: 6, HintBy: hintFew}},
+		}},
+		{"a read error ends the poll and keeps the rest pending", 3, []step{
+			{kernel: broken, wantErr: errBroken, want: obsStats{Pending: 3, Polls: 1, Passes: 1, Reads: 1, HintBy: hintFew}},
+			{kernel: all, want: obsStats{Pending: 0, Polls: 2, Passes: 2, Reads: 4, HintBy: hintFew}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &fakeKernel{t: t, index: map[pipvs.VSKey]int{}, complete: map[pipvs.VSKey]bool{}}
+			var targets []target
+			for i := 0; i < tc.services; i++ {
+				k.index[vsKey(i)] = i
+				r := real(i)
+				targets = append(targets, target{vs: vsKey(i), want: map[netip.AddrPort]bool{r.AddrPort(): true}})
+			}
+			metric := false
+			// A stopped clock: every duration is 0, the stats compare whole.
+			start := time.Unix(1000, 0)
+			o := newObserver(k, targets, func() bool { return metric }, nil, start)
+			o.few, o.sample, o.now = 4, 3, func() time.Time { return start }
+			for i, s := range tc.steps {
+				k.state, metric = s.kernel, s.metric
+				if err := o.poll(); !errors.Is(err, s.wantErr) {
+					t.Fatalf("step %d: poll: %v, want %v", i, err, s.wantErr)
+				}
+				if d := cmp.Diff(s.want, o.stats); d != "" {
+					t.Errorf("step %d: (-want +got):\n%s", i, d)
+				}
+			}
+		})
+	}
+}
+
+func TestMetricSet(t *testing.T) {
+	for _, tc := range []struct {
+		name, page string
+		set        bool
+	}{
+		{"ours, no label", "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge\nkubeproxy_sync_proxy_rules_last_timestamp_seconds 1.7957775279028254e+09\n", true},
+		{"kube-proxy, ip_family", "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1.79e+09\n", true},
+		{"zero", "kubeproxy_sync_proxy_rules_last_timestamp_seconds 0\n", false},
+		{"absent", "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1.79e+09\n", false},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, tc.page) }))
+		if got := metricSet(srv.Client(), srv.URL); got != tc.set {
+			t.Errorf("%s: metricSet = %v, want %v", tc.name, got, tc.set)
+		}
+		srv.Close()
 	}
 }
