@@ -3,15 +3,12 @@ package ipvs
 import (
 	"errors"
 	"net/netip"
-	"os"
-	"runtime"
 	"sort"
 	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,26 +17,7 @@ import (
 // a batch whose every request fails reports each one. In a network
 // namespace of its own; needs root.
 func TestAddAddrsBatched(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace)")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // and switches this thread to it
-	if err != nil {
-		t.Skipf("no network namespace: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err) // the thread must not go back to the pool in ns
-		}
-		ns.Close()
-	}()
+	inNewNetNS(t)
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nsbatch0"}, PeerName: "nsbatch1"}); err != nil {
 		t.Skipf("no veth: %v", err)
 	}

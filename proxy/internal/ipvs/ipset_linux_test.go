@@ -1,15 +1,12 @@
 package ipvs
 
 import (
-	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strconv"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
 )
 
@@ -18,29 +15,10 @@ import (
 // each kind of entry the plane writes. Runs in a network namespace of its
 // own (ipsets are per namespace); needs root and the ipset command.
 func TestUpdateIPSetsNetlinkAndRestore(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace and ipsets)")
-	}
 	if _, err := exec.LookPath("ipset"); err != nil {
 		t.Skip("needs the ipset command")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // and switches this thread to it
-	if err != nil {
-		t.Skipf("no network namespace: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err) // the thread must not go back to the pool in ns
-		}
-		ns.Close()
-	}()
+	inNewNetNS(t)
 
 	l := &LinuxOS{}
 	defer func() {

@@ -1,14 +1,11 @@
 package ipvs
 
 import (
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
 )
 
@@ -58,29 +55,10 @@ COMMIT
 // own: our chains filled, every jump present once, also after a second
 // run (a restart) and after a jump was deleted behind its back.
 func TestEnsureIPTablesReal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace)")
-	}
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
 		t.Skip("needs iptables")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // and switches this thread to it
-	if err != nil {
-		t.Skipf("no network namespace: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err) // the thread must not go back to the pool in ns
-		}
-		ns.Close()
-	}()
+	inNewNetNS(t)
 	// Commands run in this thread's namespace: exec forks from it.
 	l := &LinuxOS{}
 	// The rules match our ipsets.
