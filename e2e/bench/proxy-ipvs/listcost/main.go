@@ -10,25 +10,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/features"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
+	"github.com/nodesuite/nodesuite/e2e/bench/proxy-ipvs/svcload"
 	"github.com/nodesuite/nodesuite/e2e/harness/controlplane"
 )
 
@@ -83,7 +80,7 @@ func run(n, endpoints, rounds int, dir string) error {
 		return err
 	}
 	t0 := time.Now()
-	if err := populate(ctx, c, n, endpoints); err != nil {
+	if err := svcload.Populate(ctx, c, namespace, 0, n, endpoints); err != nil {
 		return err
 	}
 	log.Info("written", zap.Int("services", n), zap.Duration("took", time.Since(t0)))
@@ -136,53 +133,6 @@ func fill(ctx context.Context, cfg *rest.Config) (time.Duration, float64, uint64
 	close(stop)
 	f.Shutdown()
 	return d, cpu, ms.TotalAlloc - alloc0, nil
-}
-
-func populate(ctx context.Context, c kubernetes.Interface, n, endpoints int) error {
-	work := make(chan int)
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := create(ctx, c, i, endpoints); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func create(ctx context.Context, c kubernetes.Interface, i, endpoints int) error {
-	name := fmt.Sprintf("svc-%05d", i)
-	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.ServiceSpec{Ports: []v1.ServicePort{{Name: "http", Port: 80, Protocol: v1.ProtocolTCP}}}}
-	if _, err := c.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("service %s: %w", name, err)
-	}
-	sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: name + "-1",
-		Labels: map[string]string{discoveryv1.LabelServiceName: name}}, AddressType: discoveryv1.AddressTypeIPv4,
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(v1.ProtocolTCP)}}}
-	for j := range endpoints {
-		k := i*endpoints + j + 1
-		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.%d.%d.%d", 244+k>>16, (k>>8)&255, k&255)},
-			NodeName: ptr.To("other-node"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
-	}
-	if _, err := c.DiscoveryV1().EndpointSlices(namespace).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("endpointslice %s: %w", sl.Name, err)
-	}
-	return nil
 }
 
 func cpuSeconds() float64 {
