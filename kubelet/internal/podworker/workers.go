@@ -60,10 +60,15 @@ type Workers struct {
 	// seen wakes no sync: upstream's workers likewise wait only for a
 	// runtime view newer than their last sync. Most notices in a Pod's
 	// start are of the sync's own actions, which it re-read.
-	notices map[types.UID]time.Time // newest change not yet synced
-	forced  map[types.UID]bool      // a sync is asked for, whatever the runtime did
-	readAt  map[types.UID]time.Time // when the last sync's runtime view was read
-	wg      sync.WaitGroup
+	wakes map[types.UID]*wake
+	wg    sync.WaitGroup
+}
+
+// wake is what a Pod's worker was asked since its last sync began.
+type wake struct {
+	notice time.Time // newest runtime change noticed and not yet synced; zero: none
+	forced bool      // a sync is asked for, whatever the runtime did
+	readAt time.Time // when the last sync's runtime view was read; zero: unknown
 }
 
 // Start sets the context every worker runs under.
@@ -212,9 +217,8 @@ func (w *Workers) Changed(uid types.UID, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.workers[uid]; ok {
-		w.noticesLocked()
-		if at.After(w.notices[uid]) {
-			w.notices[uid] = at
+		if wk := w.wakeLocked(uid); at.After(wk.notice) {
+			wk.notice = at
 		}
 		w.triggerLocked(uid)
 		return
@@ -224,22 +228,21 @@ func (w *Workers) Changed(uid types.UID, at time.Time) {
 	}
 }
 
-// noticesLocked makes the notice maps on first use.
-func (w *Workers) noticesLocked() {
-	if w.notices == nil {
-		w.notices = map[types.UID]time.Time{}
+// wakeLocked is the Pod's wake state, made on first use.
+func (w *Workers) wakeLocked(uid types.UID) *wake {
+	if w.wakes == nil {
+		w.wakes = map[types.UID]*wake{}
 	}
-	if w.forced == nil {
-		w.forced = map[types.UID]bool{}
+	wk := w.wakes[uid]
+	if wk == nil {
+		wk = &wake{}
+		w.wakes[uid] = wk
 	}
-	if w.readAt == nil {
-		w.readAt = map[types.UID]time.Time{}
-	}
+	return wk
 }
 
 func (w *Workers) forceLocked(uid types.UID) {
-	w.noticesLocked()
-	w.forced[uid] = true
+	w.wakeLocked(uid).forced = true
 	w.triggerLocked(uid)
 }
 
@@ -249,11 +252,9 @@ func (w *Workers) forceLocked(uid types.UID) {
 func (w *Workers) seen(uid types.UID, woken bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n, noticed := w.notices[uid]
-	ra, read := w.readAt[uid]
-	skip := woken && !w.forced[uid] && noticed && read && n.Before(ra)
-	delete(w.notices, uid)
-	delete(w.forced, uid)
+	wk := w.wakeLocked(uid)
+	skip := woken && !wk.forced && !wk.notice.IsZero() && !wk.readAt.IsZero() && wk.notice.Before(wk.readAt)
+	wk.notice, wk.forced = time.Time{}, false
 	return skip
 }
 
@@ -290,8 +291,7 @@ func (w *Workers) startLocked(uid types.UID) {
 	}
 	ch := make(chan struct{}, 1)
 	ch <- struct{}{}
-	w.noticesLocked()
-	w.forced[uid] = true // the first sync runs whatever
+	w.wakeLocked(uid).forced = true // the first sync runs whatever
 	w.workers[uid] = ch
 	w.wg.Add(1)
 	go w.run(uid, ch)
@@ -359,9 +359,7 @@ func (w *Workers) cleanup(ctx context.Context, uid types.UID) bool {
 		return false
 	}
 	delete(w.workers, uid)
-	delete(w.notices, uid)
-	delete(w.forced, uid)
-	delete(w.readAt, uid)
+	delete(w.wakes, uid)
 	w.Status.Forget(uid)
 	if w.Prober != nil {
 		w.Prober.Forget(uid)
@@ -401,8 +399,7 @@ func (w *Workers) sync(ctx context.Context, pod *v1.Pod) time.Duration {
 	}
 	if !res.Runtime.ReadAt.IsZero() {
 		w.mu.Lock()
-		w.noticesLocked()
-		w.readAt[pod.UID] = res.Runtime.ReadAt
+		w.wakeLocked(pod.UID).readAt = res.Runtime.ReadAt
 		w.mu.Unlock()
 	}
 	var probe func(*v1.Container, string, bool) (bool, bool)

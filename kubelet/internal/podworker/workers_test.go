@@ -151,7 +151,7 @@ func TestNoticeSeenByLastSyncWakesNoSync(t *testing.T) {
 		p := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
 		p.UID = uid
 		w := &Workers{pods: map[types.UID]*v1.Pod{uid: p}, workers: map[types.UID]chan struct{}{uid: ch},
-			readAt: map[types.UID]time.Time{uid: read}}
+			wakes: map[types.UID]*wake{uid: {readAt: read}}}
 		s.do(w)
 		if len(ch) != 1 {
 			t.Fatalf("%s: worker not woken", s.name)
@@ -159,7 +159,7 @@ func TestNoticeSeenByLastSyncWakesNoSync(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s: skip=%v", s.name, w.seen(uid, s.woken)))
 		want = append(want, fmt.Sprintf("%s: skip=%v", s.name, s.skip))
 		// The wake-up took every notice, whether it syncs or not.
-		if _, left := w.notices[uid]; left || w.forced[uid] {
+		if wk := w.wakes[uid]; !wk.notice.IsZero() || wk.forced {
 			t.Errorf("%s: notices left after the wake-up was taken", s.name)
 		}
 	}

@@ -320,11 +320,7 @@ func TestReconcileWaitsForChanges(t *testing.T) {
 func TestPacerQuiet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
-		Families: []v1.IPFamily{v1.IPv4Protocol}, SyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newIdleSyncer(t)
 	for _, tc := range []struct {
 		name      string
 		lastAgo   time.Duration
@@ -356,11 +352,7 @@ func TestPacerQuiet(t *testing.T) {
 func TestWaitQuiet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
-		Families: []v1.IPFamily{v1.IPv4Protocol}, SyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newIdleSyncer(t)
 	const quiet, limit = 300 * time.Millisecond, 900 * time.Millisecond
 	for _, tc := range []struct {
 		name          string
@@ -391,4 +383,16 @@ func TestWaitQuiet(t *testing.T) {
 	if err := s.waitQuiet(done, quiet, limit); err == nil {
 		t.Errorf("ended context: waitQuiet returned nil")
 	}
+}
+
+// newIdleSyncer is a syncer over a recording plane and an empty fake
+// clientset, with no periodic full sync due during a test.
+func newIdleSyncer(t *testing.T) *Syncer {
+	t.Helper()
+	s, err := New(fake.NewClientset(), &recPlane{ch: make(chan struct{}, 1)}, Options{NodeName: "n1",
+		Families: []v1.IPFamily{v1.IPv4Protocol}, SyncPeriod: time.Hour, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -63,11 +63,12 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 			return nil, toStatus(err, "hostname")
 		}
 	}
+	imgName := cfg.GetImage().GetImage()
+	if len(img.Tags) > 0 {
+		imgName = img.Tags[0]
+	}
 	if in.ImageName == "" {
-		in.ImageName = cfg.GetImage().GetImage()
-		if len(img.Tags) > 0 {
-			in.ImageName = img.Tags[0]
-		}
+		in.ImageName = imgName
 	}
 	// A sandbox made by a shim without shared /dev/shm has no mount there:
 	// its containers keep their own, as before.
@@ -102,10 +103,6 @@ func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContaine
 	logPath := ""
 	if d, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); d != "" && p != "" {
 		logPath = filepath.Join(d, p)
-	}
-	imgName := cfg.GetImage().GetImage()
-	if len(img.Tags) > 0 {
-		imgName = img.Tags[0]
 	}
 	labels := map[string]string{labelKind: kindContainer, labelName: name, labelSandboxID: sb.ID, labelCreated: nowNanos(),
 		labelLogPath: logPath, labelImageRef: img.ID, labelImageName: imgName}
