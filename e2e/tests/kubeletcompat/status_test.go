@@ -154,6 +154,49 @@ var statusCases = map[string]statusCase{
 		},
 		settled: func(p *v1.Pod) bool { return waitingIn(p, "CreateContainerConfigError") },
 	},
+	// The image runs as root: runAsNonRoot stops the container before it is
+	// created (upstream's verifyRunAsNonRoot message).
+	"run-as-non-root": {
+		pod: func(string) *v1.Pod {
+			c := busybox("c", "true")
+			c.SecurityContext = &v1.SecurityContext{RunAsNonRoot: ptr.To(true)}
+			return basePod("run-as-non-root", v1.RestartPolicyAlways, c)
+		},
+		settled: func(p *v1.Pod) bool { return waitingIn(p, "CreateContainerConfigError") },
+	},
+	// The container exits with its own seccomp mode: 2 (filter) under the
+	// runtime's default profile, so a kubelet that dropped the Pod's
+	// seccompProfile would report exit 0 and Completed instead.
+	"seccomp-runtime-default": {
+		pod: func(string) *v1.Pod {
+			p := basePod("seccomp-runtime-default", v1.RestartPolicyNever,
+				busybox("c", "exit $(grep '^Seccomp:' /proc/self/status | cut -f2)"))
+			p.Spec.SecurityContext = &v1.PodSecurityContext{SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault}}
+			return p
+		},
+		settled: terminalPhase,
+	},
+	// Admission: a sysctl that is not namespaced-safe and not allowed by
+	// allowedUnsafeSysctls (SysctlForbidden), and an AppArmor profile on a
+	// host without AppArmor (reason AppArmor). Bound straight to the node.
+	"unsafe-sysctl": {
+		pod: func(node string) *v1.Pod {
+			p := basePod("unsafe-sysctl", v1.RestartPolicyNever, busybox("c", "true"))
+			p.Spec.NodeName = node
+			p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "kernel.msgmax", Value: "65536"}}}
+			return p
+		},
+		settled: terminalPhase,
+	},
+	"apparmor": {
+		pod: func(node string) *v1.Pod {
+			p := basePod("apparmor", v1.RestartPolicyNever, busybox("c", "true"))
+			p.Spec.NodeName = node
+			p.Spec.SecurityContext = &v1.PodSecurityContext{AppArmorProfile: &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeRuntimeDefault}}
+			return p
+		},
+		settled: terminalPhase,
+	},
 	// Bound straight to the node (no scheduler), asking for more CPU than
 	// any node of this kind has: the API accepts it, the kubelet's
 	// admission must reject it.

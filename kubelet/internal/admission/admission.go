@@ -9,25 +9,49 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/version"
 	resourcehelper "k8s.io/component-helpers/resource"
 )
 
-// Result is a rejection: Reason (OutOfcpu, OutOfmemory, OutOfpods, ...) and Message.
+// Result is a rejection: Reason (SysctlForbidden, OutOfcpu, OutOfmemory,
+// OutOfpods, AppArmor, ...) and Message.
 type Result struct {
 	Admit           bool
 	Reason, Message string
 }
 
-// Node is what admission checks against.
+// Node is what admission checks against. Zero values are upstream's
+// defaults on this host.
 type Node struct {
 	Allocatable v1.ResourceList
 	MaxPods     int64
 	// Handlers are the runtime handlers; nil means unknown (accept any).
 	Handlers map[string]bool
+	// AllowedUnsafeSysctls are the KubeletConfiguration's allowedUnsafeSysctls:
+	// names and "prefix*" patterns allowed besides the safe sysctls.
+	AllowedUnsafeSysctls []string
+	// KernelVersion decides which safe sysctls the kernel namespaces; nil
+	// reads the running kernel's.
+	KernelVersion func() (*version.Version, error)
+	// AppArmorEnabled tells whether the host enforces AppArmor; nil probes it.
+	AppArmorEnabled func() bool
 }
 
-// Admit checks pod against the Pods already admitted (active, not terminal).
+// Admit checks pod against the Pods already admitted (active, not terminal),
+// in the order of upstream's admit handlers: sysctls, then resources, then AppArmor.
 func Admit(n Node, active []*v1.Pod, pod *v1.Pod) Result {
+	if r := admitSysctls(n, pod); !r.Admit {
+		return r
+	}
+	if r := admitResources(n, active, pod); !r.Admit {
+		return r
+	}
+	return admitAppArmor(n, pod)
+}
+
+// admitResources is upstream's predicate handler: the pod count, the runtime
+// class and the requested resources.
+func admitResources(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 	if n.MaxPods > 0 && int64(len(active))+1 > n.MaxPods {
 		return Result{Reason: "OutOfpods", Message: fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", len(active), n.MaxPods)}
 	}

@@ -46,3 +46,50 @@ func TestAdmit(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmitOrder: upstream's admit handlers run sysctls, then the resource
+// predicates, then AppArmor; the first rejection is the one reported.
+func TestAdmitOrder(t *testing.T) {
+	full := Node{Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")}, MaxPods: 1,
+		KernelVersion: kernel("6.1"), AppArmorEnabled: func() bool { return false }}
+	all := func(p *v1.Pod) *v1.Pod {
+		p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "net.core.somaxconn", Value: "1"}},
+			AppArmorProfile: &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeRuntimeDefault}}
+		return p
+	}
+	armored := func(p *v1.Pod) *v1.Pod {
+		p.Spec.SecurityContext = &v1.PodSecurityContext{AppArmorProfile: &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeRuntimeDefault}}
+		return p
+	}
+	for _, tc := range []struct {
+		name   string
+		active []*v1.Pod
+		pod    *v1.Pod
+		want   string
+	}{
+		{"sysctl before pods", []*v1.Pod{podReq("", "")}, all(podReq("2", "")), "SysctlForbidden"},
+		{"pods before apparmor", []*v1.Pod{podReq("", "")}, armored(podReq("", "")), "OutOfpods"},
+		{"cpu before apparmor", nil, armored(podReq("2", "")), "OutOfcpu"},
+		{"apparmor last", nil, armored(podReq("1", "")), "AppArmor"},
+	} {
+		if got := Admit(full, tc.active, tc.pod); got.Reason != tc.want {
+			t.Errorf("%s: reason %q (%s), want %q", tc.name, got.Reason, got.Message, tc.want)
+		}
+	}
+}
+
+// TestAdmitHostDefaults: a zero Node probes this host and admits a Pod that
+// asks for nothing host-dependent, and the safe sysctls namespaced in every
+// kernel.
+func TestAdmitHostDefaults(t *testing.T) {
+	p := podReq("", "")
+	p.Status.Phase = v1.PodPending
+	p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}}
+	if d := cmp.Diff(Result{Admit: true}, Admit(Node{}, nil, p)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	p.Spec.SecurityContext.Sysctls[0].Name = "kernel.panic"
+	if d := cmp.Diff(Result{Reason: "SysctlForbidden", Message: `forbidden sysctl: "kernel.panic" not allowlisted`}, Admit(Node{}, nil, p)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}

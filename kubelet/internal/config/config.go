@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,8 @@ type Flags struct {
 	ClusterDomain            string
 	ResolvConf               string
 	PodInfraContainerImage   string
+	AllowedUnsafeSysctls     []string
+	SeccompDefault           bool
 }
 
 // AddFlags registers the flags on fs. --healthz-bind-address is registered by
@@ -68,6 +71,8 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ClusterDomain, "cluster-domain", "", "Cluster domain (config: clusterDomain).")
 	fs.StringVar(&f.ResolvConf, "resolv-conf", "", "Resolver configuration for Default DNS (config: resolvConf).")
 	fs.StringVar(&f.PodInfraContainerImage, "pod-infra-container-image", "", "Ignored as upstream ignores it: the runtime chooses the sandbox image.")
+	fs.StringSliceVar(&f.AllowedUnsafeSysctls, "allowed-unsafe-sysctls", nil, "Comma-separated whitelist of unsafe sysctls or unsafe sysctl patterns (ending in *). Use these at your own risk. (config: allowedUnsafeSysctls)")
+	fs.BoolVar(&f.SeccompDefault, "seccomp-default", false, "Enable the use of `RuntimeDefault` as the default seccomp profile for all workloads. (config: seccompDefault)")
 }
 
 // Config is everything the kubelet runs with, after flags override the file.
@@ -121,6 +126,12 @@ type Config struct {
 	TLSKeyFile      string
 	Authentication  kubeletv1beta1.KubeletAuthentication
 	Authorization   kubeletv1beta1.KubeletAuthorization
+	// AllowedUnsafeSysctls are sysctls and "prefix*" patterns Pods may set
+	// besides the safe ones.
+	AllowedUnsafeSysctls []string
+	// SeccompDefault makes RuntimeDefault the seccomp profile of containers
+	// that name none.
+	SeccompDefault bool
 }
 
 // honoured are the file's fields this kubelet acts on.
@@ -130,7 +141,8 @@ var honoured = set("kind", "apiVersion", "staticPodPath", "podLogsDir", "cluster
 	"nodeLeaseDurationSeconds", "runtimeRequestTimeout", "healthzBindAddress", "healthzPort", "syncFrequency",
 	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff",
 	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer",
-	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst")
+	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst",
+	"allowedUnsafeSysctls", "seccompDefault")
 
 // deferred are fields of the kubelet's HTTPS server (part 2 of the kubelet
 // issue) and tuning knobs with no observable contract; they are accepted so a
@@ -145,7 +157,7 @@ var deferred = set("readOnlyPort", "tlsCipherSuites", "tlsMinVersion", "rotateCe
 	"enableSystemLogHandler", "enableSystemLogQuery", "oomScoreAdj", "httpCheckFrequency", "failSwapOn",
 	"memorySwap", "protectKernelDefaults", "makeIPTablesUtilChains", "iptablesMasqueradeBit", "iptablesDropBit",
 	"enableControllerAttachDetach", "configMapAndSecretChangeDetectionStrategy", "localStorageCapacityIsolation",
-	"seccompDefault", "kernelMemcgNotification", "podPidsLimit", "evictionMaxPodGracePeriod")
+	"kernelMemcgNotification", "podPidsLimit", "evictionMaxPodGracePeriod")
 
 // defaults are upstream defaults of fields this kubelet does not implement:
 // setting them to exactly these values changes nothing, so it is accepted.
@@ -160,7 +172,6 @@ var defaults = map[string]any{
 	"featureGates":           map[string]any{},
 	"podsPerCore":            float64(0),
 	"providerID":             "",
-	"allowedUnsafeSysctls":   []any{},
 	"staticPodURL":           "",
 }
 
@@ -304,6 +315,8 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 		TLSKeyFile:               kc.TLSPrivateKeyFile,
 		Authentication:           kc.Authentication,
 		Authorization:            kc.Authorization,
+		AllowedUnsafeSysctls:     kc.AllowedUnsafeSysctls,
+		SeccompDefault:           ptr.Deref(kc.SeccompDefault, false),
 	}
 	if c.KubeAPIBurst == 0 {
 		c.KubeAPIBurst = 100
@@ -369,6 +382,14 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 	if changed("resolv-conf") {
 		c.ResolvConf = f.ResolvConf
 	}
+	if changed("allowed-unsafe-sysctls") {
+		c.AllowedUnsafeSysctls = f.AllowedUnsafeSysctls
+	}
+	// Upstream's --seccomp-default is a flag of its own, ORed with the file's
+	// field: the flag can turn the default on, not off.
+	if f.SeccompDefault {
+		c.SeccompDefault = true
+	}
 	if changed("register-with-taints") {
 		c.Taints = nil
 		for _, s := range f.RegisterWithTaints {
@@ -415,6 +436,10 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 			}
 			c.NodeIPs = append(c.NodeIPs, ip)
 		}
+	}
+	// Upstream refuses to start with a pattern its sysctl allowlist cannot take.
+	if err := admission.ValidateAllowedUnsafeSysctls(c.AllowedUnsafeSysctls); err != nil {
+		return nil, fmt.Errorf("%w: allowedUnsafeSysctls: %w", ErrInvalid, err)
 	}
 	for _, s := range c.ClusterDNS {
 		if net.ParseIP(s) == nil {

@@ -160,3 +160,56 @@ func TestClientLimits(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 }
+
+// TestSysctlsAndSeccomp: allowedUnsafeSysctls and seccompDefault are honoured
+// (not deferred); --allowed-unsafe-sysctls replaces the file's list, and
+// --seccomp-default is ORed with the file's field, as upstream's server.go does.
+func TestSysctlsAndSeccomp(t *testing.T) {
+	type out struct {
+		Sysctls  []string
+		Seccomp  bool
+		Deferred []string
+	}
+	for _, tc := range []struct {
+		name, file string
+		flags      []string
+		want       out
+		wantErr    error
+	}{
+		{"unset", "", nil, out{}, nil},
+		{"file", "allowedUnsafeSysctls: [\"net.core.somaxconn\", \"kernel.msg*\"]\nseccompDefault: true", nil,
+			out{Sysctls: []string{"net.core.somaxconn", "kernel.msg*"}, Seccomp: true}, nil},
+		{"flags", "", []string{"--allowed-unsafe-sysctls=net.core.somaxconn,kernel/sem", "--seccomp-default"},
+			out{Sysctls: []string{"net.core.somaxconn", "kernel/sem"}, Seccomp: true}, nil},
+		{"flag list replaces file", "allowedUnsafeSysctls: [\"net.*\"]", []string{"--allowed-unsafe-sysctls=kernel.sem"},
+			out{Sysctls: []string{"kernel.sem"}}, nil},
+		{"seccomp flag false keeps file true", "seccompDefault: true", []string{"--seccomp-default=false"},
+			out{Seccomp: true}, nil},
+		{"with a deferred field", "seccompDefault: true\nmemorySwap: {swapBehavior: NoSwap}", nil,
+			out{Seccomp: true, Deferred: []string{"memorySwap"}}, nil},
+		{"not namespaced", "allowedUnsafeSysctls: [\"kernel.panic\"]", nil, out{}, ErrInvalid},
+		{"bad flag pattern", "", []string{"--allowed-unsafe-sysctls=net.*.foo"}, out{}, ErrInvalid},
+	} {
+		kc, deferred, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
+		if err != nil {
+			t.Errorf("%s: decode: %v", tc.name, err)
+			continue
+		}
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		var f Flags
+		f.AddFlags(fs)
+		if err := fs.Parse(tc.flags); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Build(fs, &f, kc, "host")
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.wantErr)
+		}
+		if err != nil {
+			continue
+		}
+		if d := cmp.Diff(tc.want, out{c.AllowedUnsafeSysctls, c.SeccompDefault, deferred}); d != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, d)
+		}
+	}
+}

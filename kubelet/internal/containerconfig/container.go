@@ -45,6 +45,7 @@ type ContainerInput struct {
 	RestartCount int
 	Env          []EnvVar
 	ImageRef     string
+	ImageUser    ImageUser             // the image's user, from its ImageStatus
 	Volumes      map[string]HostVolume // by volume name
 	PodIPs       []string              // for the managed /etc/hosts; none yet means no hosts file
 	Node         Node
@@ -120,10 +121,11 @@ func ContainerConfig(h Host, in ContainerInput) (*runtimeapi.ContainerConfig, er
 		}
 		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: c.TerminationMessagePath, HostPath: f})
 	}
-	cfg.Linux = &runtimeapi.LinuxContainerConfig{
-		Resources:       resources(pod, c, in.Node.MemoryBytes),
-		SecurityContext: securityContext(pod, c),
+	sc, err := securityContext(pod, c, in.ImageUser, in.Node)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: resources(pod, c, in.Node.MemoryBytes), SecurityContext: sc}
 	return cfg, nil
 }
 
@@ -202,56 +204,4 @@ func oomScoreAdj(pod *v1.Pod, c *v1.Container, nodeMem int64) int64 {
 		adj = 999
 	}
 	return adj
-}
-
-func securityContext(pod *v1.Pod, c *v1.Container) *runtimeapi.LinuxContainerSecurityContext {
-	sc := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaces(pod)}
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		if psc.RunAsUser != nil {
-			sc.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
-		}
-		if psc.RunAsGroup != nil {
-			sc.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
-		}
-		sc.SupplementalGroups = psc.SupplementalGroups
-		if psc.FSGroup != nil {
-			sc.SupplementalGroups = append(sc.SupplementalGroups, *psc.FSGroup)
-		}
-	}
-	csc := c.SecurityContext
-	if csc == nil {
-		return sc
-	}
-	if csc.RunAsUser != nil {
-		sc.RunAsUser = &runtimeapi.Int64Value{Value: *csc.RunAsUser}
-	}
-	if csc.RunAsGroup != nil {
-		sc.RunAsGroup = &runtimeapi.Int64Value{Value: *csc.RunAsGroup}
-	}
-	if csc.Privileged != nil {
-		sc.Privileged = *csc.Privileged
-	}
-	if csc.ReadOnlyRootFilesystem != nil {
-		sc.ReadonlyRootfs = *csc.ReadOnlyRootFilesystem
-	}
-	if csc.AllowPrivilegeEscalation != nil {
-		sc.NoNewPrivs = !*csc.AllowPrivilegeEscalation
-	}
-	if csc.Capabilities != nil {
-		sc.Capabilities = &runtimeapi.Capability{}
-		for _, a := range csc.Capabilities.Add {
-			sc.Capabilities.AddCapabilities = append(sc.Capabilities.AddCapabilities, string(a))
-		}
-		for _, d := range csc.Capabilities.Drop {
-			sc.Capabilities.DropCapabilities = append(sc.Capabilities.DropCapabilities, string(d))
-		}
-	}
-	if !sc.Privileged {
-		// Upstream masks these unless procMount is Unmasked.
-		sc.MaskedPaths = []string{"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-			"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-			"/sys/firmware", "/sys/devices/virtual/powercap"}
-		sc.ReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
-	}
-	return sc
 }

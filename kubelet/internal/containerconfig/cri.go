@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
@@ -23,6 +24,9 @@ type Node struct {
 	ClusterDomain string
 	ResolvConf    string
 	MemoryBytes   int64 // node capacity, for the Burstable oom_score_adj
+	// SeccompDefault (config seccompDefault) runs containers that name no
+	// seccomp profile under the runtime's default one.
+	SeccompDefault bool
 }
 
 // QOS is the Pod's QoS class: the API server's when it set one, else computed
@@ -189,6 +193,11 @@ func readResolvConf(path string) (*runtimeapi.DNSConfig, error) {
 
 // SandboxConfig builds the PodSandboxConfig for attempt.
 func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxConfig, error) {
+	// Running such a Pod in the host's user namespace would drop the
+	// isolation it asked for; refuse it until ID-mapped Pods are built.
+	if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
+		return nil, configErrorf("user namespaces (hostUsers: false) are not supported by this kubelet yet")
+	}
 	dns, err := DNS(pod, n)
 	if err != nil {
 		return nil, err
@@ -212,30 +221,37 @@ func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxC
 				ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIp: p.HostIP})
 		}
 	}
-	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaces(pod)}
+	// Upstream runs every sandbox under the runtime's default seccomp
+	// profile, whatever the Pod asks for its containers (kubernetes#84623).
+	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaces(pod),
+		Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}
+	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{}}
 	if psc := pod.Spec.SecurityContext; psc != nil {
+		for _, s := range psc.Sysctls {
+			// "net/ipv4/..." names become dotted, as upstream sends them.
+			cfg.Linux.Sysctls[utilsysctl.NormalizeName(s.Name)] = s.Value
+		}
 		if psc.RunAsUser != nil {
 			sc.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
 		}
 		if psc.RunAsGroup != nil {
 			sc.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
 		}
-		sc.SupplementalGroups = psc.SupplementalGroups
 		if psc.FSGroup != nil {
 			sc.SupplementalGroups = append(sc.SupplementalGroups, *psc.FSGroup)
 		}
-		cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{}}
-		for _, s := range psc.Sysctls {
-			cfg.Linux.Sysctls[s.Name] = s.Value
+		sc.SupplementalGroups = append(sc.SupplementalGroups, psc.SupplementalGroups...)
+		if psc.SupplementalGroupsPolicy != nil {
+			if sc.SupplementalGroupsPolicy, err = groupsPolicy(psc.SupplementalGroupsPolicy); err != nil {
+				return nil, err
+			}
 		}
+		sc.SelinuxOptions = seLinux(psc.SELinuxOptions)
 	}
 	for _, c := range append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
 			sc.Privileged = true
 		}
-	}
-	if cfg.Linux == nil {
-		cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{}
 	}
 	cfg.Linux.CgroupParent = CgroupParent(pod, n.CgroupDriver, n.CgroupRoot)
 	cfg.Linux.SecurityContext = sc

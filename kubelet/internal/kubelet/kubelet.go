@@ -104,13 +104,16 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		Log: log.Named("sync"), Clock: clock.RealClock{}, Allocatable: alloc,
 		Node: containerconfig.Node{Name: cfg.NodeName, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir, CgroupDriver: cfg.CgroupDriver,
 			CgroupRoot: cfg.CgroupRoot,
-			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes}}
+			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes,
+			SeccompDefault: cfg.SeccompDefault}}
 	vm := &volume.Manager{RootDir: cfg.RootDir, Mount: volume.OSMounter{},
 		Env: containerconfig.PodEnv{NodeName: cfg.NodeName, HostIPs: nc.HostIPs(), NodeAllocatable: alloc}}
 	syncer.Volumes = vm
 	sm := &status.Manager{Client: client}
 	workers := &podworker.Workers{Syncer: syncer, Status: sm, Log: log.Named("pods"),
-		Admission: func() admission.Node { return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods)} }}
+		Admission: func() admission.Node {
+			return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods), AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls}
+		}}
 	pm := &prober.Manager{Runner: prober.CRIRunner{Runtime: rt.RuntimeService, UserAgent: "kube-probe/" + probeVersion()},
 		Recorder: recorder, Log: log.Named("prober"), Trigger: workers.Trigger,
 		Kill: func(ctx context.Context, pod *v1.Pod, c *v1.Container, id, why string) {

@@ -33,13 +33,14 @@ func defaultTag(img string) (string, error) {
 }
 
 // ensureImage returns the image reference to create c from, pulling by
-// imagePullPolicy with the Pod's pull secrets, with upstream's events.
-func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, r *v1.ObjectReference) (string, error) {
+// imagePullPolicy with the Pod's pull secrets, with upstream's events, and
+// the image's status when it read one (its user, for the security context).
+func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, r *v1.ObjectReference) (string, *runtimeapi.Image, error) {
 	img, err := defaultTag(c.Image)
 	if err != nil {
 		msg := fmt.Sprintf("Failed to apply default image tag %q: %v", c.Image, err)
 		s.event(r, v1.EventTypeWarning, "InspectFailed", "%s", msg)
-		return "", fmt.Errorf("%w: %s", ErrInvalidImageName, msg)
+		return "", nil, fmt.Errorf("%w: %s", ErrInvalidImageName, msg)
 	}
 	spec := &runtimeapi.ImageSpec{Image: img, UserSpecifiedImage: c.Image}
 	policy := c.ImagePullPolicy
@@ -52,16 +53,16 @@ func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 	if policy != v1.PullAlways {
 		st, err := s.RT.ImageStatus(ctx, spec, false)
 		if err != nil {
-			return "", fmt.Errorf("%w: image status %s: %w", ErrImagePull, img, err)
+			return "", nil, fmt.Errorf("%w: image status %s: %w", ErrImagePull, img, err)
 		}
 		if st.GetImage() != nil {
 			s.event(r, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine and can be accessed by the pod", img)
-			return st.Image.Id, nil
+			return st.Image.Id, st.Image, nil
 		}
 		if policy == v1.PullNever {
 			msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", img)
 			s.event(r, v1.EventTypeWarning, "ErrImageNeverPull", "%s", msg)
-			return "", fmt.Errorf("%w: %s", ErrImageNeverPull, msg)
+			return "", nil, fmt.Errorf("%w: %s", ErrImageNeverPull, msg)
 		}
 	}
 	key := backoff.ImageKey(pod, img)
@@ -73,11 +74,11 @@ func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 			msg += ": " + status.ErrImagePull + ": " + last // upstream's message carries the last pull error
 		}
 		s.mu.Unlock()
-		return "", reasonError{reason: ErrImagePullBackOff, msg: msg}
+		return "", nil, reasonError{reason: ErrImagePullBackOff, msg: msg}
 	}
 	auths, err := s.pullAuths(ctx, pod, img)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrImagePull, err)
+		return "", nil, fmt.Errorf("%w: %w", ErrImagePull, err)
 	}
 	s.event(r, v1.EventTypeNormal, "Pulling", "Pulling image %q", img)
 	s.pullMu.Lock()
@@ -99,16 +100,17 @@ func (s *Syncer) ensureImage(ctx context.Context, pod *v1.Pod, c *v1.Container, 
 		s.lastPullErr[key] = perr.Error()
 		s.mu.Unlock()
 		s.event(r, v1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", img, perr)
-		return "", fmt.Errorf("%w: failed to pull image %q: %w", ErrImagePull, img, perr)
+		return "", nil, fmt.Errorf("%w: failed to pull image %q: %w", ErrImagePull, img, perr)
 	}
 	s.ImageBackoff.Reset(key)
 	took := s.now().Sub(start).Round(time.Millisecond)
 	var size uint64
+	var pulled *runtimeapi.Image
 	if st, err := s.RT.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: ref}, false); err == nil && st.GetImage() != nil {
-		size = st.Image.Size
+		pulled, size = st.Image, st.Image.Size
 	}
 	s.event(r, v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %v (%v including waiting). Image size: %v bytes.", img, took, took, size)
-	return ref, nil
+	return ref, pulled, nil
 }
 
 // hasTag tells whether the image names a tag after its last path element.

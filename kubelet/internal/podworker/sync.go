@@ -445,7 +445,7 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 		s.setReason(pod.UID, c.Name, &status.Reason{Reason: reason, Message: err.Error()})
 		return fmt.Errorf("container %s: %w", c.Name, err)
 	}
-	imageRef, err := s.ensureImage(ctx, pod, c, r)
+	imageRef, img, err := s.ensureImage(ctx, pod, c, r)
 	if err != nil {
 		reason := status.ErrImagePull
 		switch {
@@ -459,6 +459,19 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 		s.event(r, v1.EventTypeWarning, "Failed", "Error: %s", reason)
 		return fail(reason, err)
 	}
+	if img == nil { // the status after a pull failed: read it again, as upstream's getImageUser does
+		st, err := s.RT.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef}, false)
+		if err != nil {
+			s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+			return fail(status.CreateConfigErr, err)
+		}
+		img = st.GetImage()
+	}
+	user := containerconfig.ImageUserOf(img)
+	if err := containerconfig.VerifyRunAsNonRoot(pod, c, user); err != nil {
+		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
+		return fail(status.CreateConfigErr, err)
+	}
 	env, err := containerconfig.Env(ctx, s.Sources, pod, c, containerconfig.PodEnv{NodeName: s.Node.Name, HostIPs: s.HostIPs,
 		PodIPs: p.podIPs, NodeAllocatable: s.Allocatable})
 	if err != nil {
@@ -470,7 +483,7 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 		restarts = l.RestartCount + 1
 	}
 	cfg, err := containerconfig.ContainerConfig(s.Host, containerconfig.ContainerInput{Pod: pod, Container: c,
-		RestartCount: restarts, Env: env, ImageRef: imageRef, Volumes: p.vols, PodIPs: p.podIPs, Node: s.Node})
+		RestartCount: restarts, Env: env, ImageRef: imageRef, ImageUser: user, Volumes: p.vols, PodIPs: p.podIPs, Node: s.Node})
 	if err != nil {
 		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return fail(status.CreateConfigErr, err)
@@ -506,6 +519,7 @@ func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod
 	}
 	cfg, err := containerconfig.SandboxConfig(pod, attempt, s.Node)
 	if err != nil {
+		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return "", err
 	}
 	handler := ""

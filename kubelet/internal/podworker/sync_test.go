@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
@@ -368,5 +369,65 @@ func TestAuthorizerCatchUpRetriesQuietly(t *testing.T) {
 	}
 	if d := cmp.Diff(steps, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+// TestRunAsNonRootRefusesRootImage: the fake image names no user, so it runs
+// as root; runAsNonRoot then stops the container before CreateContainer, as
+// upstream, with CreateContainerConfigError and a Failed Event.
+func TestRunAsNonRootRefusesRootImage(t *testing.T) {
+	f := newFixture(t)
+	c := ctr("a")
+	c.SecurityContext = &v1.SecurityContext{RunAsNonRoot: ptr.To(true)}
+	pod := testPod(v1.RestartPolicyAlways, nil, c)
+	res := f.sync(t, pod)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}}, f.states(t)); d != "" {
+		t.Errorf("runtime (-want +got):\n%s", d)
+	}
+	st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, Reasons: f.syncer.Reasons(pod.UID), Now: time.Now()})
+	want := &v1.ContainerStateWaiting{Reason: "CreateContainerConfigError",
+		Message: `container has runAsNonRoot and image will run as root (pod: "p_ns(uid-1)", container: a)`}
+	if d := cmp.Diff(want, st.ContainerStatuses[0].State.Waiting); d != "" {
+		t.Errorf("waiting (-want +got):\n%s", d)
+	}
+	if !drained(f.recorder, "Warning Failed Error: "+want.Message) {
+		t.Error("no Failed Event with the message")
+	}
+
+	// A non-root runAsUser satisfies it, and reaches the runtime.
+	rec := &recordingRuntime{FakeRuntimeService: f.rs}
+	f.syncer.RT.RuntimeService = rec
+	c.SecurityContext.RunAsUser = ptr.To[int64](1000)
+	pod = testPod(v1.RestartPolicyAlways, nil, c)
+	f.sync(t, pod)
+	if d := cmp.Diff(map[string][]string{"sandbox": {ready}, "a": {running}}, f.states(t)); d != "" {
+		t.Fatalf("runtime (-want +got):\n%s", d)
+	}
+	if len(rec.created) != 1 || rec.created[0].GetLinux().GetSecurityContext().GetRunAsUser().GetValue() != 1000 {
+		t.Errorf("CreateContainer configs = %v, want one with runAsUser 1000", rec.created)
+	}
+}
+
+// recordingRuntime keeps the configs CreateContainer was sent.
+type recordingRuntime struct {
+	*critest.FakeRuntimeService
+	created []*runtimeapi.ContainerConfig
+}
+
+func (r *recordingRuntime) CreateContainer(ctx context.Context, sb string, cfg *runtimeapi.ContainerConfig, sbCfg *runtimeapi.PodSandboxConfig) (string, error) {
+	r.created = append(r.created, cfg)
+	return r.FakeRuntimeService.CreateContainer(ctx, sb, cfg, sbCfg)
+}
+
+// drained reads the recorder's queued Events and tells whether want was one.
+func drained(rec *record.FakeRecorder, want string) bool {
+	found := false
+	for {
+		select {
+		case e := <-rec.Events:
+			found = found || e == want
+		default:
+			return found
+		}
 	}
 }
