@@ -176,6 +176,24 @@ var statusCases = map[string]statusCase{
 		},
 		settled: terminalPhase,
 	},
+	// The sandbox's hostname: the FQDN with setHostnameAsFQDN, and
+	// hostnameOverride as given. Exit 0 only when the kernel's name is right.
+	"hostname-fqdn": {
+		pod: func(string) *v1.Pod {
+			p := basePod("hostname-fqdn", v1.RestartPolicyNever, busybox("c", `case "$(hostname)" in h.s.*.svc.*) exit 0;; esac; exit 1`))
+			p.Spec.Hostname, p.Spec.Subdomain, p.Spec.SetHostnameAsFQDN = "h", "s", ptr.To(true)
+			return p
+		},
+		settled: terminalPhase,
+	},
+	"hostname-override": {
+		pod: func(string) *v1.Pod {
+			p := basePod("hostname-override", v1.RestartPolicyNever, busybox("c", `test "$(hostname)" = node-a.example`))
+			p.Spec.HostnameOverride = ptr.To("node-a.example")
+			return p
+		},
+		settled: terminalPhase,
+	},
 	// Admission: a sysctl that is not namespaced-safe and not allowed by
 	// allowedUnsafeSysctls (SysctlForbidden), and an AppArmor profile on a
 	// host without AppArmor (reason AppArmor). Bound straight to the node.

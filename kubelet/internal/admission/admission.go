@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/version"
 	resourcehelper "k8s.io/component-helpers/resource"
 )
@@ -35,6 +36,9 @@ type Node struct {
 	KernelVersion func() (*version.Version, error)
 	// AppArmorEnabled tells whether the host enforces AppArmor; nil probes it.
 	AppArmorEnabled func() bool
+	// Object is the Node as last read from the API server (labels, taints,
+	// status.features); nil skips the checks that need it.
+	Object *v1.Node
 }
 
 // Admit checks pod against the Pods already admitted (active, not terminal),
@@ -43,7 +47,7 @@ func Admit(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 	if r := admitSysctls(n, pod); !r.Admit {
 		return r
 	}
-	if r := admitResources(n, active, pod); !r.Admit {
+	if r := admitPredicates(n, active, pod); !r.Admit {
 		return r
 	}
 	return admitAppArmor(n, pod)
@@ -67,11 +71,24 @@ func admitResources(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 			used[k] = u
 		}
 	}
+	// Upstream's noderesources.Fits order: cpu, memory, ephemeral-storage,
+	// then the others; the first shortfall is the reason.
+	first := map[v1.ResourceName]int{v1.ResourceCPU: 0, v1.ResourceMemory: 1, v1.ResourceEphemeralStorage: 2}
 	var names []string
 	for k := range req {
 		names = append(names, string(k))
 	}
-	sort.Strings(names)
+	sort.Slice(names, func(i, j int) bool {
+		oi, iok := first[v1.ResourceName(names[i])]
+		oj, jok := first[v1.ResourceName(names[j])]
+		switch {
+		case iok && jok:
+			return oi < oj
+		case iok != jok:
+			return iok
+		}
+		return names[i] < names[j]
+	})
 	for _, name := range names {
 		rn := v1.ResourceName(name)
 		q := req[rn]
@@ -80,6 +97,12 @@ func admitResources(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 		}
 		capacity, ok := n.Allocatable[rn]
 		if !ok {
+			// Upstream drops extended resources the node does not have
+			// (removeMissingExtendedResources: their device plugin decides);
+			// other missing resources, such as hugepages, do not fit.
+			if isExtendedResourceName(rn) {
+				continue
+			}
 			if strings.Contains(name, "/") || strings.HasPrefix(name, "hugepages-") {
 				return reject(rn, q, used[rn], resource.Quantity{})
 			}
@@ -95,11 +118,8 @@ func admitResources(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 }
 
 func reject(rn v1.ResourceName, req, used, capacity resource.Quantity) Result {
-	short := string(rn)
-	if i := strings.LastIndex(short, "/"); i >= 0 {
-		short = short[i+1:]
-	}
-	return Result{Reason: "OutOf" + short, Message: fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d",
+	// Upstream's reason is "OutOf" and the whole name ("OutOfexample.com/gpu").
+	return Result{Reason: "OutOf" + string(rn), Message: fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d",
 		rn, value(rn, req), value(rn, used), value(rn, capacity))}
 }
 
@@ -108,4 +128,15 @@ func value(rn v1.ResourceName, q resource.Quantity) int64 {
 		return q.MilliValue()
 	}
 	return q.Value()
+}
+
+// isExtendedResourceName is upstream's v1helper.IsExtendedResourceName (in
+// k8s.io/kubernetes only): a qualified name outside *kubernetes.io/ and not
+// a quota "requests." name.
+func isExtendedResourceName(name v1.ResourceName) bool {
+	n := string(name)
+	if !strings.Contains(n, "/") || strings.Contains(n, v1.ResourceDefaultNamespacePrefix) || strings.HasPrefix(n, v1.DefaultResourceRequestsPrefix) {
+		return false
+	}
+	return len(validation.IsQualifiedName(v1.DefaultResourceRequestsPrefix+n)) == 0
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
 )
 
 // appArmorNotAdmitted is upstream's lifecycle.AppArmorNotAdmittedReason.
@@ -55,7 +57,7 @@ func validateAppArmor(pod *v1.Pod, enabled func() bool) error {
 		return errors.New("AppArmor is not enabled on the host")
 	}
 	for _, c := range allContainers(&pod.Spec) {
-		profile := appArmorProfile(pod, c)
+		profile := containerconfig.AppArmorProfile(pod, c)
 		if profile == nil {
 			continue
 		}
@@ -88,31 +90,6 @@ func appArmorRequired(pod *v1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// appArmorProfile is upstream's GetProfile: the container's field, then the
-// annotation (static Pods may not have had it synced to the field), then the
-// Pod's field.
-func appArmorProfile(pod *v1.Pod, c *v1.Container) *v1.AppArmorProfile {
-	if c.SecurityContext != nil && c.SecurityContext.AppArmorProfile != nil {
-		return c.SecurityContext.AppArmorProfile
-	}
-	if val, ok := pod.Annotations[v1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix+c.Name]; ok {
-		switch {
-		case val == v1.DeprecatedAppArmorBetaProfileRuntimeDefault:
-			return &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeRuntimeDefault}
-		case val == v1.DeprecatedAppArmorBetaProfileNameUnconfined:
-			return &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeUnconfined}
-		case strings.HasPrefix(val, v1.DeprecatedAppArmorBetaProfileNamePrefix):
-			name := strings.TrimPrefix(val, v1.DeprecatedAppArmorBetaProfileNamePrefix)
-			return &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeLocalhost, LocalhostProfile: &name}
-		}
-		// An invalid annotation value falls through to the Pod's field, as upstream.
-	}
-	if sc := pod.Spec.SecurityContext; sc != nil && sc.AppArmorProfile != nil {
-		return sc.AppArmorProfile
-	}
-	return nil
 }
 
 // allContainers lists init, app and ephemeral containers in upstream's

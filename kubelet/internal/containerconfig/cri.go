@@ -83,19 +83,44 @@ func CgroupParent(pod *v1.Pod, driver, root string) string {
 }
 
 // Hostname and domain as upstream's GeneratePodHostNameAndDomain computes them.
+// The API server has validated the names.
 func Hostname(pod *v1.Pod, clusterDomain string) (string, string) {
+	truncate := func(h string) string {
+		if len(h) > 63 {
+			h = strings.TrimRight(h[:63], "-.")
+		}
+		return h
+	}
+	if o := pod.Spec.HostnameOverride; o != nil { // GA in 1.37: the name as given, no domain
+		return truncate(*o), ""
+	}
 	h := pod.Name
 	if pod.Spec.Hostname != "" {
 		h = pod.Spec.Hostname
 	}
-	if len(h) > 63 {
-		h = strings.TrimRight(h[:63], "-.")
-	}
+	h = truncate(h)
 	domain := ""
 	if pod.Spec.Subdomain != "" && clusterDomain != "" {
 		domain = fmt.Sprintf("%s.%s.svc.%s", pod.Spec.Subdomain, pod.Namespace, clusterDomain)
 	}
 	return h, domain
+}
+
+// kernelHostname is the sandbox's hostname: the FQDN with setHostnameAsFQDN
+// and a domain, which must fit the kernel's 64 bytes (upstream's
+// GetNodenameForKernel, with its message).
+func kernelHostname(pod *v1.Pod, clusterDomain string) (string, error) {
+	h, domain := Hostname(pod, clusterDomain)
+	if domain == "" || pod.Spec.SetHostnameAsFQDN == nil || !*pod.Spec.SetHostnameAsFQDN {
+		return h, nil
+	}
+	const fqdnMaxLen = 64
+	fqdn := h + "." + domain
+	if len(fqdn) > fqdnMaxLen {
+		return "", configErrorf("failed to construct FQDN from pod hostname and cluster domain, FQDN %s is too long (%d characters is the max, %d characters requested)",
+			fqdn, fqdnMaxLen, len(fqdn))
+	}
+	return fqdn, nil
 }
 
 // DNS builds the sandbox's resolver config from dnsPolicy as the upstream
@@ -210,7 +235,9 @@ func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxC
 		Annotations:  pod.Annotations,
 	}
 	if !pod.Spec.HostNetwork {
-		cfg.Hostname, _ = Hostname(pod, n.ClusterDomain)
+		if cfg.Hostname, err = kernelHostname(pod, n.ClusterDomain); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {

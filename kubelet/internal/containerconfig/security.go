@@ -251,8 +251,7 @@ func AppArmorProfile(pod *v1.Pod, c *v1.Container) *v1.AppArmorProfile {
 			name := strings.TrimPrefix(val, v1.DeprecatedAppArmorBetaProfileNamePrefix)
 			return &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeLocalhost, LocalhostProfile: &name}
 		}
-		// An unknown value is left to the runtime's default, as upstream.
-		return nil
+		// An unknown value falls through to the Pod's field, as upstream.
 	}
 	if pod.Spec.SecurityContext != nil {
 		return pod.Spec.SecurityContext.AppArmorProfile

@@ -2,6 +2,7 @@ package containerconfig
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -68,6 +69,12 @@ func TestContainerSecurityContext(t *testing.T) {
 			want: base(func(sc *runtimeapi.LinuxContainerSecurityContext) {
 				sc.Apparmor = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "prof"}
 				sc.ApparmorProfile = "localhost/prof"
+			})},
+		{name: "an unknown annotation value falls through to the pod field", img: root,
+			ann: map[string]string{v1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix + "c": "bogus"},
+			psc: &v1.PodSecurityContext{AppArmorProfile: &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeUnconfined}},
+			want: base(func(sc *runtimeapi.LinuxContainerSecurityContext) {
+				sc.Apparmor, sc.ApparmorProfile = unconfined, "unconfined"
 			})},
 		{name: "pod AppArmor field", img: root,
 			psc: &v1.PodSecurityContext{AppArmorProfile: &v1.AppArmorProfile{Type: v1.AppArmorProfileTypeRuntimeDefault}},
@@ -207,5 +214,40 @@ func TestSandboxRefusesUserNamespaces(t *testing.T) {
 	pod.Spec.HostUsers = ptr.To(true)
 	if _, err := SandboxConfig(pod, 0, Node{}); err != nil {
 		t.Errorf("hostUsers true: %v", err)
+	}
+}
+
+func TestSandboxHostname(t *testing.T) {
+	long := strings.Repeat("a", 50)
+	for _, tc := range []struct {
+		name    string
+		spec    v1.PodSpec
+		want    string
+		wantErr bool
+	}{
+		{name: "pod name", want: "p"},
+		{name: "hostname and subdomain", spec: v1.PodSpec{Hostname: "h", Subdomain: "s"}, want: "h"},
+		{name: "FQDN", spec: v1.PodSpec{Hostname: "h", Subdomain: "s", SetHostnameAsFQDN: ptr.To(true)}, want: "h.s.ns.svc.cluster.local"},
+		{name: "FQDN without subdomain is the name", spec: v1.PodSpec{SetHostnameAsFQDN: ptr.To(true)}, want: "p"},
+		{name: "FQDN too long", spec: v1.PodSpec{Hostname: long, Subdomain: "s", SetHostnameAsFQDN: ptr.To(true)}, wantErr: true},
+		{name: "hostnameOverride wins, no domain", spec: v1.PodSpec{Hostname: "h", Subdomain: "s", SetHostnameAsFQDN: ptr.To(true),
+			HostnameOverride: ptr.To("node-a.example")}, want: "node-a.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: tc.spec}
+			cfg, err := SandboxConfig(pod, 0, Node{ClusterDomain: "cluster.local"})
+			if tc.wantErr {
+				if !errors.Is(err, ErrConfig) {
+					t.Errorf("err = %v, want ErrConfig", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Hostname != tc.want {
+				t.Errorf("hostname = %q, want %q", cfg.Hostname, tc.want)
+			}
+		})
 	}
 }
