@@ -176,6 +176,18 @@ var statusCases = map[string]statusCase{
 		},
 		settled: terminalPhase,
 	},
+	// hostUsers: false. The container exits 0 only in a user namespace
+	// that maps its root away from the host's (uid_map "0 <host ID, not 0>
+	// ..."); in the host's it would exit 1.
+	"user-namespace": {
+		pod: func(string) *v1.Pod {
+			p := basePod("user-namespace", v1.RestartPolicyNever,
+				busybox("c", `exit $(awk '$1==0 && $2!=0 {print 0; exit} {print 1; exit}' /proc/self/uid_map)`))
+			p.Spec.HostUsers = ptr.To(false)
+			return p
+		},
+		settled: terminalPhase,
+	},
 	// The sandbox's hostname: the FQDN with setHostnameAsFQDN, and
 	// hostnameOverride as given. Exit 0 only when the kernel's name is right.
 	"hostname-fqdn": {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -132,6 +133,9 @@ type Config struct {
 	// SeccompDefault makes RuntimeDefault the seccomp profile of containers
 	// that name none.
 	SeccompDefault bool
+	// UserNamespacesIDsPerPod (userNamespaces.idsPerPod) is how many UIDs
+	// and GIDs each Pod with hostUsers: false gets.
+	UserNamespacesIDsPerPod uint32
 }
 
 // honoured are the file's fields this kubelet acts on.
@@ -142,7 +146,7 @@ var honoured = set("kind", "apiVersion", "staticPodPath", "podLogsDir", "cluster
 	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff",
 	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer",
 	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst",
-	"allowedUnsafeSysctls", "seccompDefault")
+	"allowedUnsafeSysctls", "seccompDefault", "userNamespaces")
 
 // deferred are fields of the kubelet's HTTPS server (part 2 of the kubelet
 // issue) and tuning knobs with no observable contract; they are accepted so a
@@ -437,6 +441,11 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 			c.NodeIPs = append(c.NodeIPs, ip)
 		}
 	}
+	ids, err := idsPerPod(kc.UserNamespaces)
+	if err != nil {
+		return nil, err
+	}
+	c.UserNamespacesIDsPerPod = ids
 	// Upstream refuses to start with a pattern its sysctl allowlist cannot take.
 	if err := admission.ValidateAllowedUnsafeSysctls(c.AllowedUnsafeSysctls); err != nil {
 		return nil, fmt.Errorf("%w: allowedUnsafeSysctls: %w", ErrInvalid, err)
@@ -447,6 +456,27 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 		}
 	}
 	return c, nil
+}
+
+// userNsUnitLength is the granularity of user namespace ID ranges.
+const userNsUnitLength = 65536
+
+// idsPerPod is userNamespaces.idsPerPod, 65536 when unset, validated with
+// upstream's texts (validation_linux.go).
+func idsPerPod(u *kubeletv1beta1.UserNamespaces) (uint32, error) {
+	if u == nil || u.IDsPerPod == nil {
+		return userNsUnitLength, nil
+	}
+	switch n := *u.IDsPerPod; {
+	case n < userNsUnitLength:
+		return 0, fmt.Errorf("%w: userNamespaces.idsPerPod must not be less than %d", ErrInvalid, userNsUnitLength)
+	case n%userNsUnitLength != 0:
+		return 0, fmt.Errorf("%w: userNamespaces.idsPerPod must be a multiple of %d", ErrInvalid, userNsUnitLength)
+	case n > math.MaxUint32:
+		return 0, fmt.Errorf("%w: userNamespaces.idsPerPod must not be more than %d", ErrInvalid, int64(math.MaxUint32))
+	default:
+		return uint32(n), nil
+	}
 }
 
 // ParseTaint parses key[=value]:Effect as kubectl and the kubelet do.

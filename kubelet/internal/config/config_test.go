@@ -82,7 +82,8 @@ func TestDecodeHarnessConfig(t *testing.T) {
 		Authentication: kubeletv1beta1.KubeletAuthentication{X509: kubeletv1beta1.KubeletX509Authentication{ClientCAFile: "/pki/ca.crt"},
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)}},
-		Authorization: kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook}}
+		Authorization:           kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		UserNamespacesIDsPerPod: 65536}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)
 	}
@@ -211,5 +212,56 @@ func TestSysctlsAndSeccomp(t *testing.T) {
 		if d := cmp.Diff(tc.want, out{c.AllowedUnsafeSysctls, c.SeccompDefault, deferred}); d != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, d)
 		}
+	}
+}
+
+// TestUserNamespacesIDsPerPod: userNamespaces is honoured (not deferred);
+// idsPerPod defaults to 65536 and is validated as upstream's
+// validation_linux.go does.
+func TestUserNamespacesIDsPerPod(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		want       uint32
+		wantErr    string
+	}{
+		{name: "unset", want: 65536},
+		{name: "empty section", file: "userNamespaces: {}", want: 65536},
+		{name: "set", file: "userNamespaces: {idsPerPod: 131072}", want: 131072},
+		{name: "largest multiple", file: "userNamespaces: {idsPerPod: 4294901760}", want: 4294901760},
+		{name: "zero", file: "userNamespaces: {idsPerPod: 0}",
+			wantErr: "invalid kubelet configuration: userNamespaces.idsPerPod must not be less than 65536"},
+		{name: "too small", file: "userNamespaces: {idsPerPod: 1024}",
+			wantErr: "invalid kubelet configuration: userNamespaces.idsPerPod must not be less than 65536"},
+		{name: "not a multiple", file: "userNamespaces: {idsPerPod: 100000}",
+			wantErr: "invalid kubelet configuration: userNamespaces.idsPerPod must be a multiple of 65536"},
+		{name: "too large", file: "userNamespaces: {idsPerPod: 4294967296}",
+			wantErr: "invalid kubelet configuration: userNamespaces.idsPerPod must not be more than 4294967295"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kc, deferred, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if len(deferred) != 0 {
+				t.Errorf("deferred %v", deferred)
+			}
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			var f Flags
+			f.AddFlags(fs)
+			c, err := Build(fs, &f, kc, "host")
+			gotErr := ""
+			if err != nil {
+				gotErr = err.Error()
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("err %v does not wrap ErrInvalid", err)
+				}
+			}
+			if gotErr != tc.wantErr {
+				t.Fatalf("err %q, want %q", gotErr, tc.wantErr)
+			}
+			if err == nil && c.UserNamespacesIDsPerPod != tc.want {
+				t.Errorf("idsPerPod %d, want %d", c.UserNamespacesIDsPerPod, tc.want)
+			}
+		})
 	}
 }

@@ -49,6 +49,8 @@ type ContainerInput struct {
 	Volumes      map[string]HostVolume // by volume name
 	PodIPs       []string              // for the managed /etc/hosts; none yet means no hosts file
 	Node         Node
+	// UserNamespace is the Pod's, as its sandbox was given it.
+	UserNamespace *runtimeapi.UserNamespace
 }
 
 // ContainerConfig builds the CRI ContainerConfig and prepares the host files
@@ -121,9 +123,17 @@ func ContainerConfig(h Host, in ContainerInput) (*runtimeapi.ContainerConfig, er
 		}
 		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: c.TerminationMessagePath, HostPath: f})
 	}
-	sc, err := securityContext(pod, c, in.ImageUser, in.Node)
+	sc, err := securityContext(pod, c, in.ImageUser, in.Node, in.UserNamespace)
 	if err != nil {
 		return nil, err
+	}
+	// Every mount is ID-mapped into the Pod's user namespace, as upstream
+	// does, so its files show their owners inside rather than nobody; the
+	// node's namespace has no mappings, leaving the mounts as they are.
+	if u := in.UserNamespace; u != nil {
+		for _, m := range cfg.Mounts {
+			m.UidMappings, m.GidMappings = u.Uids, u.Gids
+		}
 	}
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: resources(pod, c, in.Node.MemoryBytes), SecurityContext: sc}
 	return cfg, nil

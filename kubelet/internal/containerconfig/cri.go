@@ -216,12 +216,13 @@ func readResolvConf(path string) (*runtimeapi.DNSConfig, error) {
 	return cfg, nil
 }
 
-// SandboxConfig builds the PodSandboxConfig for attempt.
-func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxConfig, error) {
-	// Running such a Pod in the host's user namespace would drop the
-	// isolation it asked for; refuse it until ID-mapped Pods are built.
-	if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
-		return nil, configErrorf("user namespaces (hostUsers: false) are not supported by this kubelet yet")
+// SandboxConfig builds the PodSandboxConfig for attempt. userns is the
+// Pod's user namespace (userns.Manager's GetOrCreate); its containers must
+// be given the same one.
+func SandboxConfig(pod *v1.Pod, attempt uint32, n Node, userns *runtimeapi.UserNamespace) (*runtimeapi.PodSandboxConfig, error) {
+	ns, err := namespaces(pod, userns)
+	if err != nil {
+		return nil, err
 	}
 	dns, err := DNS(pod, n)
 	if err != nil {
@@ -250,7 +251,7 @@ func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxC
 	}
 	// Upstream runs every sandbox under the runtime's default seccomp
 	// profile, whatever the Pod asks for its containers (kubernetes#84623).
-	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaces(pod),
+	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: ns,
 		Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}
 	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{}}
 	if psc := pod.Spec.SecurityContext; psc != nil {
@@ -285,8 +286,17 @@ func SandboxConfig(pod *v1.Pod, attempt uint32, n Node) (*runtimeapi.PodSandboxC
 	return cfg, nil
 }
 
-func namespaces(pod *v1.Pod) *runtimeapi.NamespaceOption {
-	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+// namespaces is the sandbox's and every container's NamespaceOption, as
+// upstream's NamespacesForPod.
+func namespaces(pod *v1.Pod, userns *runtimeapi.UserNamespace) (*runtimeapi.NamespaceOption, error) {
+	// Running such a Pod in the host's user namespace would silently drop
+	// the isolation it asked for. Mode POD is the zero value, so a nil
+	// userns must not pass for one.
+	if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers && (userns == nil || userns.Mode != runtimeapi.NamespaceMode_POD) {
+		return nil, configErrorf("hostUsers: false: no user namespace was made for the pod")
+	}
+	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD,
+		UsernsOptions: userns}
 	if pod.Spec.HostNetwork {
 		ns.Network = runtimeapi.NamespaceMode_NODE
 	}
@@ -298,7 +308,7 @@ func namespaces(pod *v1.Pod) *runtimeapi.NamespaceOption {
 	if pod.Spec.HostIPC {
 		ns.Ipc = runtimeapi.NamespaceMode_NODE
 	}
-	return ns
+	return ns, nil
 }
 
 func protocol(p v1.Protocol) runtimeapi.Protocol {

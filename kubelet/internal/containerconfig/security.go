@@ -112,9 +112,13 @@ func VerifyRunAsNonRoot(pod *v1.Pod, c *v1.Container, img ImageUser) error {
 }
 
 // securityContext is upstream's determineEffectiveSecurityContext.
-func securityContext(pod *v1.Pod, c *v1.Container, img ImageUser, n Node) (*runtimeapi.LinuxContainerSecurityContext, error) {
+func securityContext(pod *v1.Pod, c *v1.Container, img ImageUser, n Node, userns *runtimeapi.UserNamespace) (*runtimeapi.LinuxContainerSecurityContext, error) {
 	eff := effectiveSecurityContext(pod, c)
-	sc := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaces(pod), SelinuxOptions: seLinux(eff.SELinuxOptions)}
+	ns, err := namespaces(pod, userns)
+	if err != nil {
+		return nil, err
+	}
+	sc := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: ns, SelinuxOptions: seLinux(eff.SELinuxOptions)}
 	if cap := eff.Capabilities; cap != nil {
 		sc.Capabilities = &runtimeapi.Capability{}
 		for _, a := range cap.Add {
@@ -144,7 +148,6 @@ func securityContext(pod *v1.Pod, c *v1.Container, img ImageUser, n Node) (*runt
 	if eff.AllowPrivilegeEscalation != nil {
 		sc.NoNewPrivs = !*eff.AllowPrivilegeEscalation
 	}
-	var err error
 	if sc.Seccomp, err = seccompProfile(pod, c, n); err != nil {
 		return nil, err
 	}

@@ -22,7 +22,8 @@ func secPod(psc *v1.PodSecurityContext, csc *v1.SecurityContext) (*v1.Pod, *v1.C
 // TestContainerSecurityContext compares the whole CRI security context with
 // what the upstream kubelet's determineEffectiveSecurityContext sends.
 func TestContainerSecurityContext(t *testing.T) {
-	podNS := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+	podNS := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD,
+		UsernsOptions: hostUserNS}
 	unconfined := &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
 	runtimeDefault := &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
 	root := ImageUser{UID: new(int64)}
@@ -107,7 +108,7 @@ func TestContainerSecurityContext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pod, c := secPod(tc.psc, tc.csc)
 			pod.Annotations = tc.ann
-			got, err := securityContext(pod, c, tc.img, tc.node)
+			got, err := securityContext(pod, c, tc.img, tc.node, hostUserNS)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +129,7 @@ func TestContainerSecurityContextErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod, c := secPod(nil, tc.csc)
-			if _, err := securityContext(pod, c, ImageUser{UID: new(int64)}, Node{}); !errors.Is(err, ErrConfig) {
+			if _, err := securityContext(pod, c, ImageUser{UID: new(int64)}, Node{}, hostUserNS); !errors.Is(err, ErrConfig) {
 				t.Errorf("err = %v, want ErrConfig", err)
 			}
 		})
@@ -177,12 +178,13 @@ func TestVerifyRunAsNonRoot(t *testing.T) {
 func TestSandboxSecurityContext(t *testing.T) {
 	pod, _ := secPod(&v1.PodSecurityContext{RunAsUser: ptr.To[int64](1), FSGroup: ptr.To[int64](2), SupplementalGroups: []int64{3},
 		SELinuxOptions: &v1.SELinuxOptions{Level: "s0"}, SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeUnconfined}}, nil)
-	cfg, err := SandboxConfig(pod, 0, Node{CgroupDriver: "cgroupfs", CgroupRoot: "/"})
+	cfg, err := SandboxConfig(pod, 0, Node{CgroupDriver: "cgroupfs", CgroupRoot: "/"}, hostUserNS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &runtimeapi.LinuxSandboxSecurityContext{
-		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD,
+			UsernsOptions: hostUserNS},
 		// The Pod's Unconfined is for its containers: the sandbox always
 		// gets the runtime's default, as upstream.
 		Seccomp:            &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
@@ -200,20 +202,6 @@ func TestParseCPUList(t *testing.T) {
 		if d := cmp.Diff(want, parseCPUList(in)); d != "" {
 			t.Errorf("%q: %s", in, d)
 		}
-	}
-}
-
-// TestSandboxRefusesUserNamespaces: no ID mapping is built yet, so a Pod
-// that asks for its own user namespace is refused, not run without one.
-func TestSandboxRefusesUserNamespaces(t *testing.T) {
-	pod, _ := secPod(nil, nil)
-	pod.Spec.HostUsers = ptr.To(false)
-	if _, err := SandboxConfig(pod, 0, Node{}); !errors.Is(err, ErrConfig) {
-		t.Errorf("err = %v, want ErrConfig", err)
-	}
-	pod.Spec.HostUsers = ptr.To(true)
-	if _, err := SandboxConfig(pod, 0, Node{}); err != nil {
-		t.Errorf("hostUsers true: %v", err)
 	}
 }
 
@@ -235,7 +223,7 @@ func TestSandboxHostname(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: tc.spec}
-			cfg, err := SandboxConfig(pod, 0, Node{ClusterDomain: "cluster.local"})
+			cfg, err := SandboxConfig(pod, 0, Node{ClusterDomain: "cluster.local"}, hostUserNS)
 			if tc.wantErr {
 				if !errors.Is(err, ErrConfig) {
 					t.Errorf("err = %v, want ErrConfig", err)

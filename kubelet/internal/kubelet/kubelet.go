@@ -17,6 +17,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -36,6 +37,7 @@ import (
 	"github.com/nodesuite/nodesuite/kubelet/internal/server"
 	"github.com/nodesuite/nodesuite/kubelet/internal/stats"
 	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+	"github.com/nodesuite/nodesuite/kubelet/internal/userns"
 	"github.com/nodesuite/nodesuite/kubelet/internal/volume"
 	"github.com/nodesuite/nodesuite/shared/version"
 )
@@ -84,12 +86,22 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		runtimeName = v.RuntimeName
 		log.Info("CRI runtime", zap.String("name", v.RuntimeName), zap.String("version", v.RuntimeVersion))
 	}
+	// The runtime's handlers tell whether a Pod can have its own user
+	// namespace; the node status keeps them current.
+	handlers := &userns.Handlers{Status: rt.Status}
+	um, err := userns.New(userns.Config{PodsDir: filepath.Join(cfg.RootDir, "pods"), IDsPerPod: cfg.UserNamespacesIDsPerPod,
+		MaxPods: int(cfg.MaxPods), Runtime: handlers})
+	if err != nil {
+		return fmt.Errorf("create user namespace manager: %w", err)
+	}
+	first, slots, ids := um.Range()
+	log.Info("user namespaces", zap.Uint32("firstID", first), zap.Int("pods", slots), zap.Uint32("idsPerPod", ids))
 	machine := nodestatus.ReadMachine(cfg.RootDir, 10250)
 	nc := &nodestatus.Controller{Cfg: nodestatus.Config{NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, Labels: cfg.NodeLabels,
 		Taints: cfg.Taints, PodCIDR: cfg.PodCIDR, MaxPods: cfg.MaxPods, SystemReserved: cfg.SystemReserved,
 		KubeReserved: cfg.KubeReserved, EvictionHard: cfg.EvictionHard, KubeletVersion: version.Get().GitVersion,
 		UpdateFreq: cfg.NodeStatusUpdateFreq, ReportFreq: cfg.NodeStatusReportFreq, LeaseDuration: cfg.NodeLeaseDurationSeconds},
-		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node")}
+		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node"), RuntimeStatus: handlers.Update}
 
 	var recorder record.EventRecorder
 	if client != nil {
@@ -101,7 +113,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	alloc := nc.Allocatable()
 	syncer := &podworker.Syncer{RT: rt, RuntimeName: runtimeName, Recorder: recorder, HostIPs: nc.HostIPs(),
 		Host: containerconfig.OSHost{}, Backoff: backoff.New(cfg.MaxContainerRestart), ImageBackoff: backoff.New(5 * time.Minute),
-		Log: log.Named("sync"), Clock: clock.RealClock{}, Allocatable: alloc,
+		Log: log.Named("sync"), Clock: clock.RealClock{}, Allocatable: alloc, UserNS: um,
 		Node: containerconfig.Node{Name: cfg.NodeName, RootDir: cfg.RootDir, PodLogsDir: cfg.PodLogsDir, CgroupDriver: cfg.CgroupDriver,
 			CgroupRoot: cfg.CgroupRoot,
 			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes,
@@ -181,11 +193,37 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	if err := workers.Adopt(ctx, rt); err != nil {
 		log.Warn("adopt running pods", zap.Error(err))
 	}
+	if err := releaseOrphanedUserNamespaces(ctx, rt, um, workers); err != nil {
+		log.Warn("release orphaned user namespaces", zap.Error(err))
+	}
 	p := &pleg.PLEG{RT: rt.RuntimeService, Notify: workers.Changed, Log: log.Named("pleg")}
 	go p.Run(ctx)
 	log.Info("kubelet running", zap.String("runtime", cfg.RuntimeEndpoint), zap.Bool("standalone", client == nil))
 	<-ctx.Done()
 	return nil
+}
+
+// releaseOrphanedUserNamespaces gives back the IDs of Pods that went while
+// the kubelet was down: those neither a source nor the runtime knows, as
+// upstream's housekeeping does. A Pod removed from now on releases its own.
+func releaseOrphanedUserNamespaces(ctx context.Context, rt *runtime.Runtime, um *userns.Manager, workers *podworker.Workers) error {
+	inRuntime := map[types.UID]bool{}
+	sbs, err := rt.ListPodSandbox(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, sb := range sbs {
+		inRuntime[types.UID(sb.Labels[runtime.PodUIDLabel])] = true
+	}
+	cs, err := rt.ListContainers(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		inRuntime[types.UID(c.Labels[runtime.PodUIDLabel])] = true
+	}
+	// A Pod that started meanwhile is in its source: Known holds for it.
+	return um.Cleanup(func(uid types.UID) bool { return inRuntime[uid] || workers.Known(uid) })
 }
 
 // connect dials the CRI runtime, retrying while it is not up yet.

@@ -71,6 +71,9 @@ type Controller struct {
 	Machine Machine
 	Log     *zap.Logger
 	Clock   clock.Clock
+	// RuntimeStatus, when set, is given every CRI Status response read for
+	// the node's status, so others need not ask the runtime themselves.
+	RuntimeStatus func(*runtimeapi.StatusResponse)
 
 	last       *v1.NodeStatus
 	lastReport time.Time
@@ -187,6 +190,9 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 		case err != nil:
 			ready, msg = false, fmt.Sprintf("container runtime status check may not have completed yet: %v", err)
 		default:
+			if c.RuntimeStatus != nil {
+				c.RuntimeStatus(rs)
+			}
 			for _, cond := range rs.GetStatus().GetConditions() {
 				if (cond.Type == runtimeapi.RuntimeReady || cond.Type == runtimeapi.NetworkReady) && !cond.Status {
 					ready = false

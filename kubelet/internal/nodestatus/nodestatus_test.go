@@ -2,12 +2,14 @@ package nodestatus
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/testing/protocmp"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -127,5 +129,26 @@ func TestUpdateSkipsUnchangedUntilReportPeriod(t *testing.T) {
 	_ = c.Update(ctx, false)
 	if count() != before+1 {
 		t.Errorf("status not reported after the report period")
+	}
+}
+
+// TestStatusHandsOnRuntimeStatus: the CRI Status read for the node's status
+// reaches RuntimeStatus (the user namespace manager's handler cache).
+func TestStatusHandsOnRuntimeStatus(t *testing.T) {
+	rs := critest.NewFakeRuntimeService()
+	rs.FakeStatus = &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}}}
+	c := controller(fake.NewSimpleClientset(), rs, clocktesting.NewFakeClock(time.Now()))
+	var got []*runtimeapi.StatusResponse
+	c.RuntimeStatus = func(r *runtimeapi.StatusResponse) { got = append(got, r) }
+	c.Status(context.Background(), nil)
+	if d := cmp.Diff([]*runtimeapi.StatusResponse{{Status: rs.FakeStatus}}, got, protocmp.Transform()); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	// A failed read hands on nothing.
+	rs.InjectError("Status", errors.New("down"))
+	got = nil
+	c.Status(context.Background(), nil)
+	if len(got) != 0 {
+		t.Errorf("after a failed read: %v", got)
 	}
 }

@@ -58,6 +58,8 @@ type Syncer struct {
 	// Volumes prepares the Pod's volumes; nil mounts none (a Pod with
 	// volumes then fails to start its containers).
 	Volumes VolumeManager
+	// UserNS gives each Pod its user namespace and takes it back; required.
+	UserNS UserNamespaces
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]status.Reason
@@ -128,6 +130,14 @@ func (s *Syncer) mountOK(uid types.UID) {
 	if b != nil {
 		b.Reset(string(uid))
 	}
+}
+
+// UserNamespaces hands out the Pods' user namespaces (userns.Manager).
+type UserNamespaces interface {
+	// GetOrCreate is the Pod's user namespace under the runtime handler,
+	// the same on every call until Release.
+	GetOrCreate(ctx context.Context, pod *v1.Pod, runtimeHandler string) (*runtimeapi.UserNamespace, error)
+	Release(uid types.UID)
 }
 
 // VolumeManager prepares and removes a Pod's volumes on the host.
@@ -242,6 +252,7 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 	}
 	sb := rp.ActiveSandbox()
 	created := false
+	var userns *runtimeapi.UserNamespace
 	if sb == nil {
 		if len(rp.Sandboxes) > 0 && pod.Spec.RestartPolicy == v1.RestartPolicyNever && len(rp.Containers) > 0 {
 			// Upstream does not recreate the sandbox of a Never Pod whose containers ran.
@@ -250,10 +261,11 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 		if err := s.killContainers(ctx, pod, rp, 0); err != nil {
 			return res, err
 		}
-		id, err := s.createSandbox(ctx, pod, rp)
+		id, ns, err := s.createSandbox(ctx, pod, rp)
 		if err != nil {
 			return Result{Requeue: backoff.Initial, Runtime: rp}, err
 		}
+		userns = ns
 		// Only the new sandbox changed: read its status alone, not the
 		// whole Pod again. The sync has acted, so it re-reads the Pod
 		// before reporting its status.
@@ -268,7 +280,14 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 			return Result{Requeue: time.Second, Runtime: rp}, errors.New("sandbox not ready after creation")
 		}
 	}
-	sbCfg, err := containerconfig.SandboxConfig(pod, sb.Metadata.GetAttempt(), s.Node)
+	if !created {
+		// The handler the sandbox runs under is what its RuntimeClass
+		// names (a RuntimeClass's handler cannot change): no lookup needed.
+		if userns, err = s.UserNS.GetOrCreate(ctx, pod, sb.RuntimeHandler); err != nil {
+			return Result{Requeue: backoff.Initial, Runtime: rp}, fmt.Errorf("user namespace: %w", err)
+		}
+	}
+	sbCfg, err := containerconfig.SandboxConfig(pod, sb.Metadata.GetAttempt(), s.Node, userns)
 	if err != nil {
 		return res, err
 	}
@@ -281,7 +300,7 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 			podIPs = append(podIPs, a.Ip)
 		}
 	}
-	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, podIPs: podIPs, vols: vols, acted: created}
+	sc := &podSync{s: s, pod: pod, rp: rp, sbID: sb.Id, sbCfg: sbCfg, userns: userns, podIPs: podIPs, vols: vols, acted: created}
 	return sc.run(ctx)
 }
 
@@ -291,6 +310,7 @@ type podSync struct {
 	rp      *runtime.Pod
 	sbID    string
 	sbCfg   *runtimeapi.PodSandboxConfig
+	userns  *runtimeapi.UserNamespace // the sandbox's, for every container
 	podIPs  []string
 	vols    map[string]containerconfig.HostVolume
 	requeue time.Duration
@@ -483,7 +503,8 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 		restarts = l.RestartCount + 1
 	}
 	cfg, err := containerconfig.ContainerConfig(s.Host, containerconfig.ContainerInput{Pod: pod, Container: c,
-		RestartCount: restarts, Env: env, ImageRef: imageRef, ImageUser: user, Volumes: p.vols, PodIPs: p.podIPs, Node: s.Node})
+		RestartCount: restarts, Env: env, ImageRef: imageRef, ImageUser: user, Volumes: p.vols, PodIPs: p.podIPs, Node: s.Node,
+		UserNamespace: p.userns})
 	if err != nil {
 		s.event(r, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return fail(status.CreateConfigErr, err)
@@ -512,37 +533,49 @@ func (s *Syncer) startContainer(ctx context.Context, p *podSync, c *v1.Container
 	return nil
 }
 
-func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod) (string, error) {
+// createSandbox runs a new sandbox; it returns its ID and the Pod's user
+// namespace, which its containers get too.
+func (s *Syncer) createSandbox(ctx context.Context, pod *v1.Pod, rp *runtime.Pod) (string, *runtimeapi.UserNamespace, error) {
+	failed := func(err error) {
+		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+	}
 	var attempt uint32
 	if len(rp.Sandboxes) > 0 {
 		attempt = rp.Sandboxes[0].Metadata.GetAttempt() + 1
 	}
-	cfg, err := containerconfig.SandboxConfig(pod, attempt, s.Node)
-	if err != nil {
-		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-		return "", err
-	}
+	// The handler first: whether the Pod can have its own user namespace
+	// depends on it.
 	handler := ""
 	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
 		handler = *rc
 		if s.RuntimeClassHandler != nil {
 			h, err := s.RuntimeClassHandler(ctx, *rc)
 			if err != nil {
-				s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-				return "", fmt.Errorf("runtime class %q: %w", *rc, err)
+				failed(err)
+				return "", nil, fmt.Errorf("runtime class %q: %w", *rc, err)
 			}
 			handler = h
 		}
 	}
+	userns, err := s.UserNS.GetOrCreate(ctx, pod, handler)
+	if err != nil {
+		failed(err)
+		return "", nil, fmt.Errorf("user namespace: %w", err)
+	}
+	cfg, err := containerconfig.SandboxConfig(pod, attempt, s.Node, userns)
+	if err != nil {
+		failed(err)
+		return "", nil, err
+	}
 	if err := s.Host.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
-		return "", fmt.Errorf("pod log dir: %w", err)
+		return "", nil, fmt.Errorf("pod log dir: %w", err)
 	}
 	id, err := s.RT.RunPodSandbox(ctx, cfg, handler)
 	if err != nil {
-		s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
-		return "", fmt.Errorf("run sandbox: %w", err)
+		failed(err)
+		return "", nil, fmt.Errorf("run sandbox: %w", err)
 	}
-	return id, nil
+	return id, userns, nil
 }
 
 // gracePeriod is the Pod's current termination grace in seconds.
@@ -692,6 +725,11 @@ func (s *Syncer) RemovePod(ctx context.Context, rp *runtime.Pod) error {
 		if terr := s.Volumes.Teardown(rp.UID); terr != nil {
 			return errors.Join(err, terr) // removing the directory now would reach into a mount
 		}
+	}
+	if rp.UID != "" {
+		// Its processes are gone (KillPod came first): its IDs may go to
+		// another Pod.
+		s.UserNS.Release(rp.UID)
 	}
 	if s.Node.RootDir != "" && rp.UID != "" {
 		_ = os.RemoveAll(filepath.Join(s.Node.RootDir, "pods", string(rp.UID)))

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/testing/protocmp"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +27,7 @@ import (
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
 	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+	"github.com/nodesuite/nodesuite/kubelet/internal/userns"
 )
 
 type fixture struct {
@@ -41,7 +45,22 @@ func newFixture(t *testing.T) *fixture {
 		RT: &runtime.Runtime{RuntimeService: rs, ImageManagerService: is}, RuntimeName: "fake", Recorder: rec,
 		Node:    containerconfig.Node{Name: "node1", RootDir: dir, PodLogsDir: dir + "/logs", CgroupDriver: "cgroupfs"},
 		HostIPs: []string{"192.0.2.10"}, Host: containerconfig.OSHost{}, Backoff: backoff.New(5 * time.Minute),
-		ImageBackoff: backoff.New(5 * time.Minute), Log: zap.NewNop()}}
+		ImageBackoff: backoff.New(5 * time.Minute), Log: zap.NewNop(), UserNS: newUserNS(t, dir, true)}}
+}
+
+// newUserNS is a user namespace manager under rootDir whose runtime's
+// default handler supports user namespaces or not.
+func newUserNS(t *testing.T, rootDir string, supported bool) *userns.Manager {
+	t.Helper()
+	status := &runtimeapi.StatusResponse{
+		Status:          &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}}},
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{UserNamespaces: supported}}}}
+	h := &userns.Handlers{Status: func(context.Context, bool) (*runtimeapi.StatusResponse, error) { return status, nil }}
+	m, err := userns.New(userns.Config{PodsDir: filepath.Join(rootDir, "pods"), MaxPods: 110, Runtime: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func testPod(policy v1.RestartPolicy, init []v1.Container, cs ...v1.Container) *v1.Pod {
@@ -408,10 +427,16 @@ func TestRunAsNonRootRefusesRootImage(t *testing.T) {
 	}
 }
 
-// recordingRuntime keeps the configs CreateContainer was sent.
+// recordingRuntime keeps the configs RunPodSandbox and CreateContainer were sent.
 type recordingRuntime struct {
 	*critest.FakeRuntimeService
-	created []*runtimeapi.ContainerConfig
+	sandboxes []*runtimeapi.PodSandboxConfig
+	created   []*runtimeapi.ContainerConfig
+}
+
+func (r *recordingRuntime) RunPodSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (string, error) {
+	r.sandboxes = append(r.sandboxes, cfg)
+	return r.FakeRuntimeService.RunPodSandbox(ctx, cfg, handler)
 }
 
 func (r *recordingRuntime) CreateContainer(ctx context.Context, sb string, cfg *runtimeapi.ContainerConfig, sbCfg *runtimeapi.PodSandboxConfig) (string, error) {
@@ -429,5 +454,121 @@ func drained(rec *record.FakeRecorder, want string) bool {
 		default:
 			return found
 		}
+	}
+}
+
+// TestUserNamespacePod: a Pod with hostUsers: false runs its sandbox and
+// every container in one user namespace, the range persisted under its
+// directory, kept across syncs and given back when the Pod is removed.
+// Other Pods get the node's, as upstream sends it.
+func TestUserNamespacePod(t *testing.T) {
+	f := newFixture(t)
+	f.is.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"})
+	rec := &recordingRuntime{FakeRuntimeService: f.rs}
+	f.syncer.RT.RuntimeService = rec
+	ctx := context.Background()
+	usernsOf := func() []*runtimeapi.UserNamespace {
+		var out []*runtimeapi.UserNamespace
+		for _, c := range rec.sandboxes {
+			out = append(out, c.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+		}
+		for _, c := range rec.created {
+			out = append(out, c.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+		}
+		return out
+	}
+
+	// hostUsers unset: the node's, for the sandbox and the container.
+	node := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	f.sync(t, pod)
+	if d := cmp.Diff([]*runtimeapi.UserNamespace{node, node}, usernsOf(), protocmp.Transform()); d != "" {
+		t.Errorf("host users (-want +got):\n%s", d)
+	}
+	rp, _ := f.syncer.RT.GetPod(ctx, pod.UID)
+	if err := f.syncer.KillPod(ctx, pod, rp, 1); err != nil {
+		t.Fatal(err)
+	}
+	rp, _ = f.syncer.RT.GetPod(ctx, pod.UID)
+	if err := f.syncer.RemovePod(ctx, rp); err != nil {
+		t.Fatal(err)
+	}
+
+	rec.sandboxes, rec.created = nil, nil
+	pod = testPod(v1.RestartPolicyAlways, nil, ctr("a"), ctr("b"))
+	pod.Spec.HostUsers = ptr.To(false)
+	f.sync(t, pod)
+	got := usernsOf()
+	if len(got) != 3 || got[0].GetMode() != runtimeapi.NamespaceMode_POD || len(got[0].GetUids()) != 1 || got[0].GetUids()[0].GetHostId() == 0 {
+		t.Fatalf("sandbox and containers: %v, want the Pod's own user namespace", got)
+	}
+	for _, ns := range got[1:] {
+		if d := cmp.Diff(got[0], ns, protocmp.Transform()); d != "" {
+			t.Errorf("a container's differs from the sandbox's (-sandbox +container):\n%s", d)
+		}
+	}
+	file := filepath.Join(f.syncer.Node.RootDir, "pods", string(pod.UID), "userns")
+	first := got[0].GetUids()[0].GetHostId()
+	want := fmt.Sprintf(`{"uidMappings":[{"hostId":%d,"containerId":0,"length":65536}],"gidMappings":[{"hostId":%d,"containerId":0,"length":65536}]}`, first, first)
+	if b, err := os.ReadFile(file); err != nil || string(b) != want {
+		t.Errorf("mappings file %q (%v), want %s", b, err, want)
+	}
+
+	// A restarted container, in the existing sandbox, gets the same.
+	f.exit(t, "b", 1)
+	rec.created = nil
+	f.sync(t, pod)
+	if len(rec.created) != 1 {
+		t.Fatalf("%d containers created, want b again", len(rec.created))
+	}
+	if d := cmp.Diff(got[0], usernsOf()[1], protocmp.Transform()); d != "" {
+		t.Errorf("restarted container (-want +got):\n%s", d)
+	}
+
+	rp, _ = f.syncer.RT.GetPod(ctx, pod.UID)
+	if err := f.syncer.KillPod(ctx, pod, rp, 1); err != nil {
+		t.Fatal(err)
+	}
+	rp, _ = f.syncer.RT.GetPod(ctx, pod.UID)
+	if err := f.syncer.RemovePod(ctx, rp); err != nil {
+		t.Fatal(err)
+	}
+	// Released: the next Pod gets the same range.
+	next := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	next.UID = "uid-2"
+	next.Spec.HostUsers = ptr.To(false)
+	ns, err := f.syncer.UserNS.GetOrCreate(ctx, next, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.GetUids()[0].GetHostId() != first {
+		t.Errorf("next Pod's first ID %d, want the released %d", ns.GetUids()[0].GetHostId(), first)
+	}
+}
+
+// TestUserNamespaceUnsupported: on a runtime without user namespaces the
+// sandbox is not made; upstream's message becomes the
+// FailedCreatePodSandBox Event and the Pod stays Pending, retried later.
+func TestUserNamespaceUnsupported(t *testing.T) {
+	f := newFixture(t)
+	f.syncer.UserNS = newUserNS(t, f.syncer.Node.RootDir, false)
+	pod := testPod(v1.RestartPolicyAlways, nil, ctr("a"))
+	pod.Spec.HostUsers = ptr.To(false)
+	res, err := f.syncer.SyncPod(context.Background(), pod)
+	if err == nil {
+		t.Error("no error")
+	}
+	if res.Requeue != backoff.Initial {
+		t.Errorf("requeue after %v, want %v", res.Requeue, backoff.Initial)
+	}
+	if d := cmp.Diff(map[string][]string{}, f.states(t)); d != "" {
+		t.Errorf("runtime (-want +got):\n%s", d)
+	}
+	if want := "Warning FailedCreatePodSandBox Failed to create pod sandbox: can't set `spec.hostUsers: false`, runtime does not support user namespaces"; !drained(f.recorder, want) {
+		t.Errorf("no Event %q", want)
+	}
+	st := status.Compute(status.Input{Pod: pod, Runtime: res.Runtime, Reasons: f.syncer.Reasons(pod.UID), Now: time.Now()})
+	if st.Phase != v1.PodPending {
+		t.Errorf("phase %s, want Pending", st.Phase)
 	}
 }

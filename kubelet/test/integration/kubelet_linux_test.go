@@ -26,6 +26,7 @@ import (
 	"github.com/nodesuite/nodesuite/kubelet/internal/podworker"
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
 	"github.com/nodesuite/nodesuite/kubelet/internal/status"
+	"github.com/nodesuite/nodesuite/kubelet/internal/userns"
 )
 
 // kubelet is our pod workers, PLEG and status manager against the real
@@ -51,10 +52,15 @@ func startKubelet(t *testing.T, s *stack, client *fake.Clientset) *kubelet {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	resolv := filepath.Join(s.Dir, "resolv.conf")
 	write(t, resolv, "nameserver 10.88.66.1\n")
-	syncer := &podworker.Syncer{RT: rt, RuntimeName: v.RuntimeName, Recorder: record.NewFakeRecorder(10000),
+	rootDir := filepath.Join(s.Dir, "kubelet")
+	um, err := userns.New(userns.Config{PodsDir: filepath.Join(rootDir, "pods"), MaxPods: 110, Runtime: &userns.Handlers{Status: rt.Status}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncer := &podworker.Syncer{RT: rt, RuntimeName: v.RuntimeName, Recorder: record.NewFakeRecorder(10000), UserNS: um,
 		HostIPs: []string{"10.88.66.1"}, Host: containerconfig.OSHost{}, Backoff: backoff.New(5 * time.Minute),
 		ImageBackoff: backoff.New(5 * time.Minute), Log: log, Clock: clock.RealClock{},
-		Node: containerconfig.Node{Name: "kubeletit", RootDir: filepath.Join(s.Dir, "kubelet"), PodLogsDir: filepath.Join(s.Dir, "pod-logs"),
+		Node: containerconfig.Node{Name: "kubeletit", RootDir: rootDir, PodLogsDir: filepath.Join(s.Dir, "pod-logs"),
 			CgroupDriver: "cgroupfs", CgroupRoot: "/" + CgroupRoot, ResolvConf: resolv, MemoryBytes: 8 << 30}}
 	w := &podworker.Workers{Syncer: syncer, Status: &status.Manager{Client: apiclienttest.New(client)}, Log: log, Resync: 2 * time.Second}
 	w.Start(ctx)
