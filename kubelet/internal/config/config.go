@@ -51,6 +51,7 @@ type Flags struct {
 	PodInfraContainerImage   string
 	AllowedUnsafeSysctls     []string
 	SeccompDefault           bool
+	PodMaxPids               int64
 }
 
 // AddFlags registers the flags on fs. --healthz-bind-address is registered by
@@ -73,6 +74,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ResolvConf, "resolv-conf", "", "Resolver configuration for Default DNS (config: resolvConf).")
 	fs.StringVar(&f.PodInfraContainerImage, "pod-infra-container-image", "", "Ignored as upstream ignores it: the runtime chooses the sandbox image.")
 	fs.StringSliceVar(&f.AllowedUnsafeSysctls, "allowed-unsafe-sysctls", nil, "Comma-separated whitelist of unsafe sysctls or unsafe sysctl patterns (ending in *). Use these at your own risk. (config: allowedUnsafeSysctls)")
+	fs.Int64Var(&f.PodMaxPids, "pod-max-pids", -1, "Set the maximum number of processes per pod.  If -1, the kubelet defaults to the node allocatable pid capacity. (config: podPidsLimit)")
 	fs.BoolVar(&f.SeccompDefault, "seccomp-default", false, "Enable the use of `RuntimeDefault` as the default seccomp profile for all workloads. (config: seccompDefault)")
 }
 
@@ -136,6 +138,9 @@ type Config struct {
 	// UserNamespacesIDsPerPod (userNamespaces.idsPerPod) is how many UIDs
 	// and GIDs each Pod with hostUsers: false gets.
 	UserNamespacesIDsPerPod uint32
+	// PodPidsLimit (podPidsLimit, --pod-max-pids) is each pod cgroup's
+	// pids.max; -1 is unlimited.
+	PodPidsLimit int64
 }
 
 // honoured are the file's fields this kubelet acts on.
@@ -145,7 +150,7 @@ var honoured = set("kind", "apiVersion", "staticPodPath", "podLogsDir", "cluster
 	"nodeLeaseDurationSeconds", "runtimeRequestTimeout", "healthzBindAddress", "healthzPort", "syncFrequency",
 	"fileCheckFrequency", "systemReserved", "kubeReserved", "evictionHard", "serializeImagePulls", "crashLoopBackOff",
 	"address", "port", "authentication", "authorization", "tlsCertFile", "tlsPrivateKeyFile", "enableServer",
-	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst",
+	"enableProfilingHandler", "contentType", "kubeAPIQPS", "kubeAPIBurst", "eventRecordQPS", "eventBurst", "podPidsLimit",
 	"allowedUnsafeSysctls", "seccompDefault", "userNamespaces")
 
 // deferred are fields of the kubelet's HTTPS server (part 2 of the kubelet
@@ -161,7 +166,7 @@ var deferred = set("readOnlyPort", "tlsCipherSuites", "tlsMinVersion", "rotateCe
 	"enableSystemLogHandler", "enableSystemLogQuery", "oomScoreAdj", "httpCheckFrequency", "failSwapOn",
 	"memorySwap", "protectKernelDefaults", "makeIPTablesUtilChains", "iptablesMasqueradeBit", "iptablesDropBit",
 	"enableControllerAttachDetach", "configMapAndSecretChangeDetectionStrategy", "localStorageCapacityIsolation",
-	"kernelMemcgNotification", "podPidsLimit", "evictionMaxPodGracePeriod")
+	"kernelMemcgNotification", "evictionMaxPodGracePeriod")
 
 // defaults are upstream defaults of fields this kubelet does not implement:
 // setting them to exactly these values changes nothing, so it is accepted.
@@ -321,6 +326,7 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 		Authorization:            kc.Authorization,
 		AllowedUnsafeSysctls:     kc.AllowedUnsafeSysctls,
 		SeccompDefault:           ptr.Deref(kc.SeccompDefault, false),
+		PodPidsLimit:             ptr.Deref(kc.PodPidsLimit, -1),
 	}
 	if c.KubeAPIBurst == 0 {
 		c.KubeAPIBurst = 100
@@ -385,6 +391,9 @@ func Build(fs *pflag.FlagSet, f *Flags, kc *kubeletv1beta1.KubeletConfiguration,
 	}
 	if changed("resolv-conf") {
 		c.ResolvConf = f.ResolvConf
+	}
+	if changed("pod-max-pids") {
+		c.PodPidsLimit = f.PodMaxPids
 	}
 	if changed("allowed-unsafe-sysctls") {
 		c.AllowedUnsafeSysctls = f.AllowedUnsafeSysctls

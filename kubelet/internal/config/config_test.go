@@ -83,7 +83,7 @@ func TestDecodeHarnessConfig(t *testing.T) {
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)}},
 		Authorization:           kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
-		UserNamespacesIDsPerPod: 65536}
+		UserNamespacesIDsPerPod: 65536, PodPidsLimit: -1}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)
 	}
@@ -263,5 +263,37 @@ func TestUserNamespacesIDsPerPod(t *testing.T) {
 				t.Errorf("idsPerPod %d, want %d", c.UserNamespacesIDsPerPod, tc.want)
 			}
 		})
+	}
+}
+
+// TestPodPidsLimit: the file's podPidsLimit, overridden by --pod-max-pids;
+// neither means unlimited (-1), as upstream.
+func TestPodPidsLimit(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		flags []string
+		want  int64
+	}{
+		{"", nil, -1},
+		{"podPidsLimit: 100", nil, 100},
+		{"podPidsLimit: 100", []string{"--pod-max-pids=50"}, 50},
+	} {
+		kc, _, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		var f Flags
+		f.AddFlags(fs)
+		if err := fs.Parse(tc.flags); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Build(fs, &f, kc, "host")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.PodPidsLimit != tc.want {
+			t.Errorf("%q %v: PodPidsLimit = %d, want %d", tc.file, tc.flags, c.PodPidsLimit, tc.want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/nodesuite/nodesuite/kubelet/internal/cm"
 	"github.com/nodesuite/nodesuite/kubelet/internal/runtime"
 )
 
@@ -29,34 +30,9 @@ type Node struct {
 	SeccompDefault bool
 }
 
-// QOS is the Pod's QoS class: the API server's when it set one, else computed
-// as v1qos.GetPodQOS does for container-level resources.
-func QOS(pod *v1.Pod) v1.PodQOSClass {
-	if pod.Status.QOSClass != "" {
-		return pod.Status.QOSClass
-	}
-	all := append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
-	guaranteed, any := true, false
-	for _, c := range all {
-		for _, rn := range []v1.ResourceName{v1.ResourceCPU, v1.ResourceMemory} {
-			req, hasReq := c.Resources.Requests[rn]
-			lim, hasLim := c.Resources.Limits[rn]
-			if (hasReq && !req.IsZero()) || (hasLim && !lim.IsZero()) {
-				any = true
-			}
-			if !hasLim || lim.IsZero() || (hasReq && req.Cmp(lim) != 0) {
-				guaranteed = false
-			}
-		}
-	}
-	switch {
-	case !any:
-		return v1.PodQOSBestEffort
-	case guaranteed:
-		return v1.PodQOSGuaranteed
-	}
-	return v1.PodQOSBurstable
-}
+// QOS is the Pod's QoS class as upstream's GetPodQOS computes it; the pod
+// cgroups (cm) are placed by the same function, so both agree.
+func QOS(pod *v1.Pod) v1.PodQOSClass { return cm.QOSClass(pod) }
 
 // CgroupParent is the Pod's cgroup under <cgroupRoot>/kubepods, by QoS class.
 func CgroupParent(pod *v1.Pod, driver, root string) string {

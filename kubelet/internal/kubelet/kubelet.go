@@ -118,13 +118,21 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 			CgroupRoot: cfg.CgroupRoot,
 			ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain, ResolvConf: cfg.ResolvConf, MemoryBytes: machine.MemoryBytes,
 			SeccompDefault: cfg.SeccompDefault}}
+	podCgroups, err := newPodCgroups(cfg, machine, log.Named("cgroups"))
+	if err != nil {
+		return err
+	}
+	if podCgroups != nil {
+		syncer.Cgroups = podCgroups
+	}
 	vm := &volume.Manager{RootDir: cfg.RootDir, Mount: volume.OSMounter{},
 		Env: containerconfig.PodEnv{NodeName: cfg.NodeName, HostIPs: nc.HostIPs(), NodeAllocatable: alloc}}
 	syncer.Volumes = vm
 	sm := &status.Manager{Client: client}
 	workers := &podworker.Workers{Syncer: syncer, Status: sm, Log: log.Named("pods"),
 		Admission: func() admission.Node {
-			return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods), AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls}
+			return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods), AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
+				Object: nc.CachedNode()}
 		}}
 	pm := &prober.Manager{Runner: prober.CRIRunner{Runtime: rt.RuntimeService, UserAgent: "kube-probe/" + probeVersion()},
 		Recorder: recorder, Log: log.Named("prober"), Trigger: workers.Trigger,
@@ -195,6 +203,10 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	}
 	if err := releaseOrphanedUserNamespaces(ctx, rt, um, workers); err != nil {
 		log.Warn("release orphaned user namespaces", zap.Error(err))
+	}
+	if podCgroups != nil {
+		podCgroups.active = workers.Active
+		go podCgroups.run(ctx, rt, workers)
 	}
 	p := &pleg.PLEG{RT: rt.RuntimeService, Notify: workers.Changed, Log: log.Named("pleg")}
 	go p.Run(ctx)

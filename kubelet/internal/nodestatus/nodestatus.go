@@ -9,6 +9,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -77,6 +78,7 @@ type Controller struct {
 
 	last       *v1.NodeStatus
 	lastReport time.Time
+	node       atomic.Pointer[v1.Node]
 }
 
 // Allocatable is capacity less the reservations and hard-eviction
@@ -193,6 +195,7 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 			if c.RuntimeStatus != nil {
 				c.RuntimeStatus(rs)
 			}
+			s.RuntimeHandlers, s.Features = runtimeFeatures(rs)
 			for _, cond := range rs.GetStatus().GetConditions() {
 				if (cond.Type == runtimeapi.RuntimeReady || cond.Type == runtimeapi.NetworkReady) && !cond.Status {
 					ready = false
@@ -232,6 +235,24 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 	return s
 }
 
+// runtimeFeatures are the node's status.runtimeHandlers and status.features
+// as upstream's RuntimeHandlers and NodeFeatures setters report them from
+// the CRI Status: the scheduler and admission read them.
+func runtimeFeatures(rs *runtimeapi.StatusResponse) ([]v1.NodeRuntimeHandler, *v1.NodeFeatures) {
+	var handlers []v1.NodeRuntimeHandler
+	for _, h := range rs.GetRuntimeHandlers() {
+		rro, userns := h.GetFeatures().GetRecursiveReadOnlyMounts(), h.GetFeatures().GetUserNamespaces()
+		handlers = append(handlers, v1.NodeRuntimeHandler{Name: h.GetName(),
+			Features: &v1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &rro, UserNamespaces: &userns}})
+	}
+	var features *v1.NodeFeatures
+	if f := rs.GetFeatures(); f != nil {
+		sgp := f.GetSupplementalGroupsPolicy()
+		features = &v1.NodeFeatures{SupplementalGroupsPolicy: &sgp}
+	}
+	return handlers, features
+}
+
 // Node is the object registered for this kubelet.
 func (c *Controller) Node(ctx context.Context) *v1.Node {
 	labels := map[string]string{
@@ -258,6 +279,7 @@ func (c *Controller) Register(ctx context.Context) error {
 	if err == nil {
 		c.Log.Info("registered node", zap.String("node", created.Name))
 		c.last = &created.Status
+		c.node.Store(created)
 		return nil
 	}
 	if !apierrors.IsAlreadyExists(err) {
@@ -295,20 +317,30 @@ func (c *Controller) Update(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("get node: %w", err)
 	}
+	c.node.Store(node.DeepCopy())
 	st := c.Status(ctx, &node.Status)
 	if !force && c.now().Sub(c.lastReport) < c.Cfg.ReportFreq && sameIgnoringHeartbeats(&node.Status, &st) {
 		return nil
 	}
 	node.Status.Capacity, node.Status.Allocatable = st.Capacity, st.Allocatable
 	node.Status.Addresses, node.Status.NodeInfo, node.Status.DaemonEndpoints = st.Addresses, st.NodeInfo, st.DaemonEndpoints
+	if st.RuntimeHandlers != nil || st.Features != nil { // not when the runtime did not answer
+		node.Status.RuntimeHandlers, node.Status.Features = st.RuntimeHandlers, st.Features
+	}
 	node.Status.Conditions = mergeConditions(node.Status.Conditions, st.Conditions)
 	updated, err := c.Client.Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	if err != nil {
 		return fmt.Errorf("update node status: %w", err)
 	}
 	c.last, c.lastReport = &updated.Status, c.now()
+	c.node.Store(updated)
 	return nil
 }
+
+// CachedNode is the Node as last read from or written to the API server
+// (its labels, taints and status.features, for admission); nil before the
+// first read.
+func (c *Controller) CachedNode() *v1.Node { return c.node.Load() }
 
 // mergeConditions replaces ours and keeps conditions others own.
 func mergeConditions(old, ours []v1.NodeCondition) []v1.NodeCondition {

@@ -152,3 +152,30 @@ func TestStatusHandsOnRuntimeStatus(t *testing.T) {
 		t.Errorf("after a failed read: %v", got)
 	}
 }
+
+// TestRuntimeFeatures: status.runtimeHandlers and status.features as
+// upstream's setters report them from the CRI Status.
+func TestRuntimeFeatures(t *testing.T) {
+	rs := &runtimeapi.StatusResponse{
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{
+			{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true}},
+			{Name: "runc"},
+		},
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
+	handlers, features := runtimeFeatures(rs)
+	yes, no := true, false
+	want := []v1.NodeRuntimeHandler{
+		{Name: "", Features: &v1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &yes, UserNamespaces: &yes}},
+		{Name: "runc", Features: &v1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &no, UserNamespaces: &no}},
+	}
+	if d := cmp.Diff(want, handlers); d != "" {
+		t.Errorf("handlers (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(&v1.NodeFeatures{SupplementalGroupsPolicy: &yes}, features); d != "" {
+		t.Errorf("features (-want +got):\n%s", d)
+	}
+	if h, f := runtimeFeatures(&runtimeapi.StatusResponse{}); h != nil || f != nil {
+		t.Errorf("an old runtime's Status gave %v %v", h, f)
+	}
+}

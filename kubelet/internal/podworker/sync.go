@@ -60,6 +60,9 @@ type Syncer struct {
 	Volumes VolumeManager
 	// UserNS gives each Pod its user namespace and takes it back; required.
 	UserNS UserNamespaces
+	// Cgroups makes each Pod's cgroup (limits by QoS class) before its
+	// sandbox and removes it with the Pod; nil leaves them to the runtime.
+	Cgroups PodCgroups
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]status.Reason
@@ -130,6 +133,13 @@ func (s *Syncer) mountOK(uid types.UID) {
 	if b != nil {
 		b.Reset(string(uid))
 	}
+}
+
+// PodCgroups keeps the Pods' cgroups (cm.Manager).
+type PodCgroups interface {
+	EnsurePod(pod *v1.Pod) error
+	// RemovePod fails while processes remain; a later sweep retries.
+	RemovePod(uid types.UID) error
 }
 
 // UserNamespaces hands out the Pods' user namespaces (userns.Manager).
@@ -260,6 +270,14 @@ func (s *Syncer) SyncPod(ctx context.Context, pod *v1.Pod) (Result, error) {
 		}
 		if err := s.killContainers(ctx, pod, rp, 0); err != nil {
 			return res, err
+		}
+		if s.Cgroups != nil {
+			// As upstream's syncPod: the pod cgroup, with the Pod's limits,
+			// exists before anything runs in it.
+			if err := s.Cgroups.EnsurePod(pod); err != nil {
+				s.event(ref(pod, nil, false), v1.EventTypeWarning, "FailedCreatePodContainer", "unable to ensure pod container exists: %v", err)
+				return Result{Requeue: backoff.Initial, Runtime: rp}, fmt.Errorf("pod cgroup: %w", err)
+			}
 		}
 		id, ns, err := s.createSandbox(ctx, pod, rp)
 		if err != nil {
@@ -730,6 +748,11 @@ func (s *Syncer) RemovePod(ctx context.Context, rp *runtime.Pod) error {
 		// Its processes are gone (KillPod came first): its IDs may go to
 		// another Pod.
 		s.UserNS.Release(rp.UID)
+		if s.Cgroups != nil {
+			if cerr := s.Cgroups.RemovePod(rp.UID); cerr != nil {
+				s.Log.Info("pod cgroup not removed yet", zap.String("uid", string(rp.UID)), zap.Error(cerr))
+			}
+		}
 	}
 	if s.Node.RootDir != "" && rp.UID != "" {
 		_ = os.RemoveAll(filepath.Join(s.Node.RootDir, "pods", string(rp.UID)))

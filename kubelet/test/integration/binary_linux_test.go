@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,6 +95,27 @@ spec:
 		t.Fatal(err)
 	}
 	first := waitRunning(t, rt, "web-kubeletit", 90*time.Second)
+	// The QoS and pod cgroups, as upstream's container manager makes them:
+	// the BestEffort tier and the Pod at the minimum 2 shares, kubepods
+	// at the node's CPUs.
+	pods, err := rt.ListPods(context.Background())
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("pods: %v %v", pods, err)
+	}
+	var uid string
+	for u := range pods {
+		uid = string(u)
+	}
+	cpu := "/sys/fs/cgroup/cpu/" + CgroupRoot + "/kubepods"
+	for file, want := range map[string]string{
+		cpu + "/cpu.shares":            strconv.Itoa(1024 * goruntime.NumCPU()),
+		cpu + "/besteffort/cpu.shares": "2",
+		cpu + "/besteffort/pod" + uid + "/cpu.shares": "2",
+	} {
+		if got := strings.TrimSpace(readFile(file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
 	stop(k1)
 	k2 := start(2)
 	time.Sleep(4 * time.Second) // several syncs and relists of the new kubelet

@@ -80,6 +80,7 @@ func startStack(t *testing.T) *stack {
 	}
 	s := &stack{Dir: dir, Socket: filepath.Join(dir, "containerd.sock")}
 	t.Cleanup(func() { s.stop(t) })
+	makeCgroups(t, CgroupRoot)
 	regAddr := startRegistry(t, dir)
 	for _, d := range []string{"certs.d/registry.k8s.io", "cni/net.d", "cni/ipam", "s", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -185,6 +186,38 @@ func (s *stack) stop(t *testing.T) {
 
 // CgroupRoot is the kubelet's cgroupRoot in the test; removed at the end.
 const CgroupRoot = "kubeletit"
+
+// makeCgroups creates the cgroupRoot in every v1 hierarchy (not the empty
+// hybrid "unified"), as a node's setup does: the kubelet refuses to start
+// without it, as upstream's does. A v1 cpuset cgroup takes no tasks until
+// its cpus and mems are set.
+func makeCgroups(t *testing.T, root string) {
+	t.Helper()
+	hier, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hier {
+		if !h.IsDir() || h.Name() == "unified" {
+			continue
+		}
+		dir := filepath.Join("/sys/fs/cgroup", h.Name(), root)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if h.Name() == "cpuset" {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuset", f))
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, f), v, 0o644)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
 
 // removeCgroups removes the (empty, once the containers are gone) cgroups
 // the runtime made under root in every hierarchy, deepest first.
