@@ -108,8 +108,8 @@ spec:
 	}
 	cpu := "/sys/fs/cgroup/cpu/" + CgroupRoot + "/kubepods"
 	for file, want := range map[string]string{
-		cpu + "/cpu.shares":            strconv.Itoa(1024 * goruntime.NumCPU()),
-		cpu + "/besteffort/cpu.shares": "2",
+		cpu + "/cpu.shares":                           strconv.Itoa(1024 * goruntime.NumCPU()),
+		cpu + "/besteffort/cpu.shares":                "2",
 		cpu + "/besteffort/pod" + uid + "/cpu.shares": "2",
 	} {
 		if got := strings.TrimSpace(readFile(file)); got != want {
