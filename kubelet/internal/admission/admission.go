@@ -39,11 +39,16 @@ type Node struct {
 	// Object is the Node as last read from the API server (labels, taints,
 	// status.features); nil skips the checks that need it.
 	Object *v1.Node
+	// Pressure are the node's pressure conditions (eviction.Manager).
+	Pressure []v1.NodeConditionType
 }
 
 // Admit checks pod against the Pods already admitted (active, not terminal),
 // in the order of upstream's admit handlers: sysctls, then resources, then AppArmor.
 func Admit(n Node, active []*v1.Pod, pod *v1.Pod) Result {
+	if r := admitPressure(n, pod); !r.Admit {
+		return r
+	}
 	if r := admitSysctls(n, pod); !r.Admit {
 		return r
 	}

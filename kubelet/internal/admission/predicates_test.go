@@ -122,3 +122,38 @@ func TestAdmitExtendedResourceShortfall(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 }
+
+// TestAdmitPressure is upstream's eviction manager Admit.
+func TestAdmitPressure(t *testing.T) {
+	burstable := podReq("100m", "")
+	bestEffort := podReq("", "")
+	tolerating := podReq("", "")
+	tolerating.Spec.Tolerations = []v1.Toleration{{Key: v1.TaintNodeMemoryPressure, Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoSchedule}}
+	critical := podReq("", "")
+	critical.Spec.Priority = ptr.To[int32](2000001000)
+	static := podReq("", "")
+	static.Annotations = map[string]string{"kubernetes.io/config.source": "file"}
+	memory := []v1.NodeConditionType{v1.NodeMemoryPressure}
+	disk := []v1.NodeConditionType{v1.NodeDiskPressure}
+	for _, tc := range []struct {
+		name     string
+		pressure []v1.NodeConditionType
+		pod      *v1.Pod
+		want     Result
+	}{
+		{"no pressure", nil, bestEffort, Result{Admit: true}},
+		{"memory: BestEffort refused", memory, bestEffort, Result{Reason: "Evicted", Message: "The node had condition: [MemoryPressure]. "}},
+		{"memory: Burstable admitted", memory, burstable, Result{Admit: true}},
+		{"memory: tolerating BestEffort admitted", memory, tolerating, Result{Admit: true}},
+		{"disk: every Pod refused", disk, burstable, Result{Reason: "Evicted", Message: "The node had condition: [DiskPressure]. "}},
+		{"disk: critical priority admitted", disk, critical, Result{Admit: true}},
+		{"disk: static admitted", disk, static, Result{Admit: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := Node{Pressure: tc.pressure, Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse("2")}}
+			if d := cmp.Diff(tc.want, Admit(n, nil, tc.pod)); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}

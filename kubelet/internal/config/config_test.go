@@ -83,7 +83,7 @@ func TestDecodeHarnessConfig(t *testing.T) {
 			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: ptr.To(true)},
 			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: ptr.To(false)}},
 		Authorization:           kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
-		UserNamespacesIDsPerPod: 65536, PodPidsLimit: -1}
+		UserNamespacesIDsPerPod: 65536, PodPidsLimit: -1, EvictionPressureTransitionPeriod: 5 * time.Minute}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)
 	}

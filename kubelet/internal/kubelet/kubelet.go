@@ -28,6 +28,7 @@ import (
 	"github.com/nodesuite/nodesuite/kubelet/internal/backoff"
 	"github.com/nodesuite/nodesuite/kubelet/internal/config"
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
+	"github.com/nodesuite/nodesuite/kubelet/internal/eviction"
 	"github.com/nodesuite/nodesuite/kubelet/internal/nodestatus"
 	"github.com/nodesuite/nodesuite/kubelet/internal/pleg"
 	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
@@ -96,12 +97,31 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	}
 	first, slots, ids := um.Range()
 	log.Info("user namespaces", zap.Uint32("firstID", first), zap.Int("pods", slots), zap.Uint32("idsPerPod", ids))
+	thresholds, err := eviction.ParseThresholds(cfg.EvictionHard)
+	if err != nil {
+		return err
+	}
+	em := &eviction.Manager{Thresholds: thresholds, TransitionPeriod: cfg.EvictionPressureTransitionPeriod, Clock: clock.RealClock{},
+		Observer: eviction.HostObserver{RootDir: cfg.RootDir, ImageFsPath: func(ctx context.Context) string {
+			fs, err := rt.ImageFsInfo(ctx)
+			if err != nil || len(fs.GetImageFilesystems()) == 0 {
+				return ""
+			}
+			return fs.GetImageFilesystems()[0].GetFsId().GetMountpoint()
+		}}}
 	machine := nodestatus.ReadMachine(cfg.RootDir, 10250)
 	nc := &nodestatus.Controller{Cfg: nodestatus.Config{NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, Labels: cfg.NodeLabels,
 		Taints: cfg.Taints, PodCIDR: cfg.PodCIDR, MaxPods: cfg.MaxPods, SystemReserved: cfg.SystemReserved,
 		KubeReserved: cfg.KubeReserved, EvictionHard: cfg.EvictionHard, KubeletVersion: version.Get().GitVersion,
 		UpdateFreq: cfg.NodeStatusUpdateFreq, ReportFreq: cfg.NodeStatusReportFreq, LeaseDuration: cfg.NodeLeaseDurationSeconds},
-		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node"), RuntimeStatus: handlers.Update}
+		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node"), RuntimeStatus: handlers.Update,
+		Pressure: func(ctx context.Context) []v1.NodeConditionType {
+			conds, err := em.Synchronize(ctx)
+			if err != nil {
+				log.Warn("eviction signals", zap.Error(err))
+			}
+			return conds
+		}}
 
 	var recorder record.EventRecorder
 	if client != nil {
@@ -132,7 +152,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	workers := &podworker.Workers{Syncer: syncer, Status: sm, Log: log.Named("pods"),
 		Admission: func() admission.Node {
 			return admission.Node{Allocatable: alloc, MaxPods: int64(cfg.MaxPods), AllowedUnsafeSysctls: cfg.AllowedUnsafeSysctls,
-				Object: nc.CachedNode()}
+				Object: nc.CachedNode(), Pressure: em.Conditions()}
 		}}
 	pm := &prober.Manager{Runner: prober.CRIRunner{Runtime: rt.RuntimeService, UserAgent: "kube-probe/" + probeVersion()},
 		Recorder: recorder, Log: log.Named("prober"), Trigger: workers.Trigger,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,9 @@ type Controller struct {
 	// RuntimeStatus, when set, is given every CRI Status response read for
 	// the node's status, so others need not ask the runtime themselves.
 	RuntimeStatus func(*runtimeapi.StatusResponse)
+	// Pressure observes the eviction signals and returns the pressure
+	// conditions that hold (eviction.Manager.Synchronize); nil reports none.
+	Pressure func(context.Context) []v1.NodeConditionType
 
 	last       *v1.NodeStatus
 	lastReport time.Time
@@ -222,10 +226,26 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 		}
 		return nc
 	}
+	var pressure []v1.NodeConditionType
+	if c.Pressure != nil {
+		pressure = c.Pressure(ctx)
+	}
+	under := func(t v1.NodeConditionType) bool { return slices.Contains(pressure, t) }
+	// Upstream's MemoryPressureCondition, DiskPressureCondition and
+	// PIDPressureCondition setters, with their reasons and messages.
+	pick := func(t v1.NodeConditionType, onReason, onMsg, offReason, offMsg string) v1.NodeCondition {
+		if under(t) {
+			return cond(t, v1.ConditionTrue, onReason, onMsg)
+		}
+		return cond(t, v1.ConditionFalse, offReason, offMsg)
+	}
 	s.Conditions = []v1.NodeCondition{
-		cond(v1.NodeMemoryPressure, v1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-		cond(v1.NodeDiskPressure, v1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-		cond(v1.NodePIDPressure, v1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+		pick(v1.NodeMemoryPressure, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available",
+			"KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+		pick(v1.NodeDiskPressure, "KubeletHasDiskPressure", "kubelet has disk pressure",
+			"KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+		pick(v1.NodePIDPressure, "KubeletHasInsufficientPID", "kubelet has insufficient PID available",
+			"KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 	}
 	if ready {
 		s.Conditions = append(s.Conditions, cond(v1.NodeReady, v1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"))

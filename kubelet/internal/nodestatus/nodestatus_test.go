@@ -179,3 +179,29 @@ func TestRuntimeFeatures(t *testing.T) {
 		t.Errorf("an old runtime's Status gave %v %v", h, f)
 	}
 }
+
+// TestPressureConditions: the conditions the eviction signals drive, with
+// upstream's reasons and messages.
+func TestPressureConditions(t *testing.T) {
+	c := controller(fake.NewSimpleClientset(), critest.NewFakeRuntimeService(), clocktesting.NewFakeClock(time.Now()))
+	c.Pressure = func(context.Context) []v1.NodeConditionType {
+		return []v1.NodeConditionType{v1.NodeMemoryPressure, v1.NodePIDPressure}
+	}
+	type rm struct {
+		Status          v1.ConditionStatus
+		Reason, Message string
+	}
+	got := map[v1.NodeConditionType]rm{}
+	for _, cond := range c.Status(context.Background(), nil).Conditions {
+		got[cond.Type] = rm{cond.Status, cond.Reason, cond.Message}
+	}
+	want := map[v1.NodeConditionType]rm{
+		v1.NodeMemoryPressure: {v1.ConditionTrue, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"},
+		v1.NodeDiskPressure:   {v1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"},
+		v1.NodePIDPressure:    {v1.ConditionTrue, "KubeletHasInsufficientPID", "kubelet has insufficient PID available"},
+		v1.NodeReady:          {v1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
