@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/admission"
@@ -115,6 +116,7 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		KubeReserved: cfg.KubeReserved, EvictionHard: cfg.EvictionHard, KubeletVersion: version.Get().GitVersion,
 		UpdateFreq: cfg.NodeStatusUpdateFreq, ReportFreq: cfg.NodeStatusReportFreq, LeaseDuration: cfg.NodeLeaseDurationSeconds},
 		Client: client, Runtime: rt.RuntimeService, Machine: machine, Log: log.Named("node"), RuntimeStatus: handlers.Update,
+		Images: func(ctx context.Context) ([]*runtimeapi.Image, error) { return rt.ListImages(ctx, nil) },
 		Pressure: func(ctx context.Context) []v1.NodeConditionType {
 			conds, err := em.Synchronize(ctx)
 			if err != nil {
@@ -129,6 +131,8 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 		b.StartRecordingToSink(apiclient.EventSink{Client: events})
 		defer b.Shutdown()
 		recorder = b.NewRecorder(apiclient.Scheme, v1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+		nc.Recorder = recorder
+		recorder.Eventf(nc.NodeRef(), v1.EventTypeNormal, "Starting", "Starting kubelet.")
 	}
 	alloc := nc.Allocatable()
 	syncer := &podworker.Syncer{RT: rt, RuntimeName: runtimeName, Recorder: recorder, HostIPs: nc.HostIPs(),
@@ -144,6 +148,9 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 	}
 	if podCgroups != nil {
 		syncer.Cgroups = podCgroups
+		if recorder != nil && podCgroups.started.Load() {
+			recorder.Eventf(nc.NodeRef(), v1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
+		}
 	}
 	vm := &volume.Manager{RootDir: cfg.RootDir, Mount: volume.OSMounter{},
 		Env: containerconfig.PodEnv{NodeName: cfg.NodeName, HostIPs: nc.HostIPs(), NodeAllocatable: alloc}}

@@ -3,6 +3,7 @@
 package nodestatus
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +22,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
@@ -76,6 +80,11 @@ type Controller struct {
 	// RuntimeStatus, when set, is given every CRI Status response read for
 	// the node's status, so others need not ask the runtime themselves.
 	RuntimeStatus func(*runtimeapi.StatusResponse)
+	// Recorder records the Node's condition Events; nil records none.
+	Recorder record.EventRecorder
+	// Images lists the runtime's images for status.images (CRI ListImages);
+	// nil reports none. Read at most every 30 s, as upstream's image cache.
+	Images func(context.Context) ([]*runtimeapi.Image, error)
 	// Pressure observes the eviction signals and returns the pressure
 	// conditions that hold (eviction.Manager.Synchronize); nil reports none.
 	Pressure func(context.Context) []v1.NodeConditionType
@@ -83,6 +92,46 @@ type Controller struct {
 	last       *v1.NodeStatus
 	lastReport time.Time
 	node       atomic.Pointer[v1.Node]
+
+	imagesMu   sync.Mutex
+	images     []v1.ContainerImage
+	imagesRead time.Time
+}
+
+// Upstream's nodeStatusMaxImages default and MaxNamesPerImageInNodeStatus.
+const (
+	maxImages        = 50
+	maxNamesPerImage = 5
+	imagesPeriod     = 30 * time.Second
+)
+
+// nodeImages is upstream's Images setter: the largest images first (ties by
+// ID, descending), at most 50, each with at most 5 names, digests first.
+func (c *Controller) nodeImages(ctx context.Context) []v1.ContainerImage {
+	c.imagesMu.Lock()
+	defer c.imagesMu.Unlock()
+	if c.images != nil && c.now().Sub(c.imagesRead) < imagesPeriod {
+		return c.images
+	}
+	imgs, err := c.Images(ctx)
+	if err != nil {
+		c.Log.Warn("list images for the node status", zap.Error(err))
+		return c.images
+	}
+	sorted := slices.Clone(imgs)
+	slices.SortStableFunc(sorted, func(a, b *runtimeapi.Image) int {
+		if a.GetSize() != b.GetSize() {
+			return cmp.Compare(b.GetSize(), a.GetSize())
+		}
+		return cmp.Compare(b.GetId(), a.GetId())
+	})
+	out := []v1.ContainerImage{}
+	for _, img := range sorted[:min(len(sorted), maxImages)] {
+		names := append(slices.Clone(img.GetRepoDigests()), img.GetRepoTags()...)
+		out = append(out, v1.ContainerImage{Names: names[:min(len(names), maxNamesPerImage)], SizeBytes: int64(img.GetSize())})
+	}
+	c.images, c.imagesRead = out, c.now()
+	return out
 }
 
 // Allocatable is capacity less the reservations and hard-eviction
@@ -226,6 +275,9 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 		}
 		return nc
 	}
+	if c.Images != nil {
+		s.Images = c.nodeImages(ctx)
+	}
 	var pressure []v1.NodeConditionType
 	if c.Pressure != nil {
 		pressure = c.Pressure(ctx)
@@ -252,7 +304,57 @@ func (c *Controller) Status(ctx context.Context, prev *v1.NodeStatus) v1.NodeSta
 	} else {
 		s.Conditions = append(s.Conditions, cond(v1.NodeReady, v1.ConditionFalse, "KubeletNotReady", msg))
 	}
+	c.recordTransitions(prev, s.Conditions)
 	return s
+}
+
+// transitionEvents name the Event upstream's condition setters record when a
+// condition becomes True or False.
+var transitionEvents = map[v1.NodeConditionType][2]string{
+	v1.NodeMemoryPressure: {"NodeHasInsufficientMemory", "NodeHasSufficientMemory"},
+	v1.NodeDiskPressure:   {"NodeHasDiskPressure", "NodeHasNoDiskPressure"},
+	v1.NodePIDPressure:    {"NodeHasInsufficientPID", "NodeHasSufficientPID"},
+	v1.NodeReady:          {"NodeReady", "NodeNotReady"},
+}
+
+// recordTransitions records upstream's Node Events ("Node n1 status is now:
+// NodeReady") for each condition that is new or changed its status.
+func (c *Controller) recordTransitions(prev *v1.NodeStatus, conds []v1.NodeCondition) {
+	if c.Recorder == nil {
+		return
+	}
+	ref := c.NodeRef()
+	for _, nc := range conds {
+		names, ok := transitionEvents[nc.Type]
+		if !ok {
+			continue
+		}
+		if prev != nil {
+			if old := conditionOf(prev, nc.Type); old != nil && old.Status == nc.Status {
+				continue
+			}
+		}
+		name := names[1]
+		if nc.Status == v1.ConditionTrue {
+			name = names[0]
+		}
+		c.Recorder.Eventf(ref, v1.EventTypeNormal, name, "Node %s status is now: %s", c.Cfg.NodeName, name)
+	}
+}
+
+func conditionOf(s *v1.NodeStatus, t v1.NodeConditionType) *v1.NodeCondition {
+	for i := range s.Conditions {
+		if s.Conditions[i].Type == t {
+			return &s.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// NodeRef is the reference upstream's kubelet records Node Events against:
+// the node's name as its UID, no namespace.
+func (c *Controller) NodeRef() *v1.ObjectReference {
+	return &v1.ObjectReference{Kind: "Node", Name: c.Cfg.NodeName, UID: types.UID(c.Cfg.NodeName)}
 }
 
 // runtimeFeatures are the node's status.runtimeHandlers and status.features
@@ -347,6 +449,9 @@ func (c *Controller) Update(ctx context.Context, force bool) error {
 	if st.RuntimeHandlers != nil || st.Features != nil { // not when the runtime did not answer
 		node.Status.RuntimeHandlers, node.Status.Features = st.RuntimeHandlers, st.Features
 	}
+	if st.Images != nil {
+		node.Status.Images = st.Images
+	}
 	node.Status.Conditions = mergeConditions(node.Status.Conditions, st.Conditions)
 	updated, err := c.Client.Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	if err != nil {
@@ -388,7 +493,15 @@ func sameIgnoringHeartbeats(a, b *v1.NodeStatus) bool {
 			}
 		}
 		c.Conditions = conds
-		c.Images, c.VolumesAttached, c.VolumesInUse, c.Config, c.RuntimeHandlers, c.Features, c.DeclaredFeatures = nil, nil, nil, nil, nil, nil, nil
+		// What others write (volumes, config) is not ours to compare; what we
+		// report (images, handlers, features) is compared only when we have it.
+		c.VolumesAttached, c.VolumesInUse, c.Config, c.DeclaredFeatures = nil, nil, nil, nil
+		if b.Images == nil {
+			c.Images = nil
+		}
+		if b.RuntimeHandlers == nil && b.Features == nil {
+			c.RuntimeHandlers, c.Features = nil, nil
+		}
 		return c
 	}
 	return apiequality.Semantic.DeepEqual(strip(a), strip(b))

@@ -3,6 +3,7 @@ package nodestatus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -203,5 +205,75 @@ func TestPressureConditions(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+// TestNodeImages is upstream's Images setter: largest first (ties by ID,
+// descending), at most 50, at most 5 names each with digests first; read
+// again only after 30 s.
+func TestNodeImages(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	c := controller(fake.NewSimpleClientset(), critest.NewFakeRuntimeService(), clk)
+	var imgs []*runtimeapi.Image
+	for i := range 60 {
+		imgs = append(imgs, &runtimeapi.Image{Id: fmt.Sprintf("sha256:%02d", i), Size: uint64(1000 + i%30)})
+	}
+	imgs[59].RepoTags = []string{"t1", "t2", "t3", "t4"}
+	imgs[59].RepoDigests = []string{"d1", "d2"}
+	calls := 0
+	c.Images = func(context.Context) ([]*runtimeapi.Image, error) { calls++; return imgs, nil }
+	got := c.Status(context.Background(), nil).Images
+	if len(got) != 50 {
+		t.Fatalf("%d images, want 50", len(got))
+	}
+	// Sizes 1029 are images 29 and 59: 59 first (higher ID).
+	if d := cmp.Diff(v1.ContainerImage{Names: []string{"d1", "d2", "t1", "t2", "t3"}, SizeBytes: 1029}, got[0]); d != "" {
+		t.Errorf("first (-want +got):\n%s", d)
+	}
+	if got[1].SizeBytes != 1029 || got[2].SizeBytes != 1028 || got[49].SizeBytes != 1005 {
+		t.Errorf("order: %d %d ... %d", got[1].SizeBytes, got[2].SizeBytes, got[49].SizeBytes)
+	}
+	c.Status(context.Background(), nil)
+	clk.Step(31 * time.Second)
+	c.Status(context.Background(), nil)
+	if calls != 2 {
+		t.Errorf("ListImages called %d times, want 2 (cached for 30 s)", calls)
+	}
+}
+
+// TestConditionEvents: upstream's Node Events, once per new or changed
+// condition.
+func TestConditionEvents(t *testing.T) {
+	rs := critest.NewFakeRuntimeService()
+	c := controller(fake.NewSimpleClientset(), rs, clocktesting.NewFakeClock(time.Now()))
+	rec := record.NewFakeRecorder(20)
+	c.Recorder = rec
+	drain := func() []string {
+		var out []string
+		for {
+			select {
+			case e := <-rec.Events:
+				out = append(out, e)
+			default:
+				return out
+			}
+		}
+	}
+	first := c.Status(context.Background(), nil)
+	want := []string{"Normal NodeHasSufficientMemory Node n1 status is now: NodeHasSufficientMemory",
+		"Normal NodeHasNoDiskPressure Node n1 status is now: NodeHasNoDiskPressure",
+		"Normal NodeHasSufficientPID Node n1 status is now: NodeHasSufficientPID",
+		"Normal NodeReady Node n1 status is now: NodeReady"}
+	if d := cmp.Diff(want, drain()); d != "" {
+		t.Errorf("first status (-want +got):\n%s", d)
+	}
+	c.Status(context.Background(), &first)
+	if got := drain(); len(got) != 0 {
+		t.Errorf("unchanged status recorded %v", got)
+	}
+	c.Pressure = func(context.Context) []v1.NodeConditionType { return []v1.NodeConditionType{v1.NodeDiskPressure} }
+	c.Status(context.Background(), &first)
+	if d := cmp.Diff([]string{"Normal NodeHasDiskPressure Node n1 status is now: NodeHasDiskPressure"}, drain()); d != "" {
+		t.Errorf("disk pressure (-want +got):\n%s", d)
 	}
 }
