@@ -191,18 +191,7 @@ func TestSysctlsAndSeccomp(t *testing.T) {
 		{"not namespaced", "allowedUnsafeSysctls: [\"kernel.panic\"]", nil, out{}, ErrInvalid},
 		{"bad flag pattern", "", []string{"--allowed-unsafe-sysctls=net.*.foo"}, out{}, ErrInvalid},
 	} {
-		kc, deferred, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
-		if err != nil {
-			t.Errorf("%s: decode: %v", tc.name, err)
-			continue
-		}
-		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		var f Flags
-		f.AddFlags(fs)
-		if err := fs.Parse(tc.flags); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Build(fs, &f, kc, "host")
+		c, deferred, err := buildFrom(t, tc.file, tc.flags)
 		if !errors.Is(err, tc.wantErr) {
 			t.Errorf("%s: err %v, want %v", tc.name, err, tc.wantErr)
 		}
@@ -238,17 +227,10 @@ func TestUserNamespacesIDsPerPod(t *testing.T) {
 			wantErr: "invalid kubelet configuration: userNamespaces.idsPerPod must not be more than 4294967295"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			kc, deferred, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
-			if err != nil {
-				t.Fatalf("decode: %v", err)
-			}
+			c, deferred, err := buildFrom(t, tc.file, nil)
 			if len(deferred) != 0 {
 				t.Errorf("deferred %v", deferred)
 			}
-			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-			var f Flags
-			f.AddFlags(fs)
-			c, err := Build(fs, &f, kc, "host")
 			gotErr := ""
 			if err != nil {
 				gotErr = err.Error()
@@ -278,17 +260,7 @@ func TestPodPidsLimit(t *testing.T) {
 		{"podPidsLimit: 100", nil, 100},
 		{"podPidsLimit: 100", []string{"--pod-max-pids=50"}, 50},
 	} {
-		kc, _, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + tc.file + "\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		var f Flags
-		f.AddFlags(fs)
-		if err := fs.Parse(tc.flags); err != nil {
-			t.Fatal(err)
-		}
-		c, err := Build(fs, &f, kc, "host")
+		c, _, err := buildFrom(t, tc.file, tc.flags)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,4 +268,22 @@ func TestPodPidsLimit(t *testing.T) {
 			t.Errorf("%q %v: PodPidsLimit = %d, want %d", tc.file, tc.flags, c.PodPidsLimit, tc.want)
 		}
 	}
+}
+
+// buildFrom decodes a KubeletConfiguration body (after apiVersion and kind)
+// and builds the Config with flags, as the kubelet's start does.
+func buildFrom(t *testing.T, file string, flags []string) (*Config, []string, error) {
+	t.Helper()
+	kc, deferred, err := Decode([]byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n" + file + "\n"))
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var f Flags
+	f.AddFlags(fs)
+	if err := fs.Parse(flags); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Build(fs, &f, kc, "host")
+	return c, deferred, err
 }

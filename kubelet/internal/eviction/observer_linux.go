@@ -1,7 +1,6 @@
 package eviction
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/stats"
 )
 
 // HostObserver reads this machine: memory from /proc/meminfo, the node fs
@@ -66,28 +67,11 @@ func memInfo() (total, avail int64, err error) {
 		return 0, 0, err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, rest, _ := strings.Cut(sc.Text(), ":")
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "MemTotal":
-			total = v * 1024
-		case "MemAvailable":
-			avail = v * 1024
-		}
+	m, err := stats.ParseMemInfo(f)
+	if err != nil {
+		return 0, 0, err
 	}
-	if total == 0 {
-		return 0, 0, errors.New("/proc/meminfo: no MemTotal")
-	}
-	return total, avail, sc.Err()
+	return int64(m["MemTotal"]), int64(m["MemAvailable"]), nil
 }
 
 func readInt(path string) (int64, error) {
