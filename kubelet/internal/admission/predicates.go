@@ -9,23 +9,24 @@ import (
 	corev1 "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
+
+	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
 )
 
 // Upstream's reasons (pkg/kubelet/lifecycle/predicate.go) and the scheduler
 // plugins' names and texts its general filter reports.
 const (
-	reasonOSSelector       = "PodOSSelectorNodeLabelDoesNotMatch"
-	reasonOSField          = "PodOSNotSupported"
-	reasonGroupsPolicy     = "SupplementalGroupsPolicyNotSupported"
-	predicateNodeAffinity  = "NodeAffinity"
-	predicateNodeName      = "NodeName"
-	predicateNodePorts     = "NodePorts"
-	predicateTaints        = "TaintToleration"
-	errNodeAffinity        = "node(s) didn't match Pod's node affinity/selector"
-	errNodeName            = "node(s) didn't match the requested node name"
-	errNodePorts           = "node(s) didn't have free ports for the requested pod ports"
-	errTaintsNotTolerated  = "node(s) had taints that the pod didn't tolerate"
-	configSourceAnnotation = "kubernetes.io/config.source"
+	reasonOSSelector      = "PodOSSelectorNodeLabelDoesNotMatch"
+	reasonOSField         = "PodOSNotSupported"
+	reasonGroupsPolicy    = "SupplementalGroupsPolicyNotSupported"
+	predicateNodeAffinity = "NodeAffinity"
+	predicateNodeName     = "NodeName"
+	predicateNodePorts    = "NodePorts"
+	predicateTaints       = "TaintToleration"
+	errNodeAffinity       = "node(s) didn't match Pod's node affinity/selector"
+	errNodeName           = "node(s) didn't match the requested node name"
+	errNodePorts          = "node(s) didn't have free ports for the requested pod ports"
+	errTaintsNotTolerated = "node(s) had taints that the pod didn't tolerate"
 )
 
 // admitPredicates is upstream's predicate admit handler: the OS label and
@@ -62,7 +63,7 @@ func admitPredicates(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 	if !portsFit(hostPorts(pod), active) {
 		return fail(predicateNodePorts, errNodePorts)
 	}
-	if node := n.Object; node != nil && !isStatic(pod) {
+	if node := n.Object; node != nil && !podsource.IsStatic(pod) {
 		if _, untolerated := corev1.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, pod.Spec.Tolerations,
 			func(t *v1.Taint) bool { return t.Effect == v1.TaintEffectNoExecute }, false); untolerated {
 			return fail(predicateTaints, errTaintsNotTolerated)
@@ -76,12 +77,6 @@ func admitPredicates(n Node, active []*v1.Pod, pod *v1.Pod) Result {
 func groupsPolicySupported(node *v1.Node) bool {
 	return node != nil && node.Status.Features != nil && node.Status.Features.SupplementalGroupsPolicy != nil &&
 		*node.Status.Features.SupplementalGroupsPolicy
-}
-
-// isStatic: a Pod from a manifest file, not the API server.
-func isStatic(pod *v1.Pod) bool {
-	src, ok := pod.Annotations[configSourceAnnotation]
-	return ok && src != "api"
 }
 
 // hostPorts is the scheduler's util.GetHostPorts: the host ports of the app

@@ -8,6 +8,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/containerconfig"
+	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
 )
 
 // systemCriticalPriority is upstream's scheduling.SystemCriticalPriority:
@@ -37,7 +38,7 @@ func admitPressure(n Node, pod *v1.Pod) Result {
 // critical is upstream's IsCriticalPod: static and mirror Pods, and Pods at
 // system-critical priority.
 func critical(pod *v1.Pod) bool {
-	if isStatic(pod) {
+	if podsource.IsStatic(pod) {
 		return true
 	}
 	if _, mirror := pod.Annotations[v1.MirrorPodAnnotationKey]; mirror {

@@ -288,23 +288,6 @@ func (m *Manager) removeTree(dir string) error {
 	return fmt.Errorf("remove pod cgroup: %w", err)
 }
 
-// ReducePodCPU drops a Pod's cgroup to the minimum CPU shares, as upstream
-// does for an orphaned Pod whose volumes are still being torn down.
-func (m *Manager) ReducePodCPU(uid types.UID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	shares := uint64(MinShares)
-	var errs []error
-	for _, parent := range []string{m.kubepods, m.burstable, m.besteffort} {
-		name := path.Join(parent, "pod"+string(uid))
-		if !m.exists(name) {
-			continue
-		}
-		errs = append(errs, m.apply(name, &ResourceConfig{CPUShares: &shares}))
-	}
-	return errors.Join(errs...)
-}
-
 // Orphans lists the Pods that have a cgroup in any hierarchy but are not
 // known, sorted, for the caller to RemovePod (upstream's
 // cleanupOrphanedPodCgroups).

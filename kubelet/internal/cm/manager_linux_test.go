@@ -678,29 +678,6 @@ func TestOrphans(t *testing.T) {
 	}
 }
 
-func TestReducePodCPU(t *testing.T) {
-	for _, v2 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "v1", true: "v2"}[v2], func(t *testing.T) {
-			m, k := newTestManager(t, v2, nil)
-			if err := m.Start(nil); err != nil {
-				t.Fatal(err)
-			}
-			g := pod("g", ctr(rl("cpu", "1", "memory", "1Gi"), rl("cpu", "1", "memory", "1Gi")))
-			if err := m.EnsurePod(g); err != nil {
-				t.Fatal(err)
-			}
-			if err := m.ReducePodCPU("g"); err != nil {
-				t.Fatal(err)
-			}
-			values := state{"cpu.shares": "2", "cpu.cfs_quota_us": "100000", "memory.limit_in_bytes": "1073741824"}.with(huge(false, "0", "0"))
-			if v2 {
-				values = state{"cpu.weight": "1", "cpu.max": "100000 100000", "memory.max": "1073741824"}.with(huge(true, "0", "0"))
-			}
-			checkState(t, k, startState(v2).with(newCgroup(v2, "nodesuite/kubepods/podg"), at(v2, "nodesuite/kubepods/podg", values)))
-		})
-	}
-}
-
 func TestOSFSWriteNeverCreates(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "cpu.shares")
 	if err := (osFS{}).WriteFile(f, "2"); !errors.Is(err, os.ErrNotExist) {

@@ -61,12 +61,10 @@ func newPodCgroups(cfg *config.Config, machine nodestatus.Machine, log *zap.Logg
 	pc := &podCgroups{m: m, log: log}
 	// Upstream refuses to start without its cgroupRoot; other failures are
 	// retried by the sweep.
-	if err := m.Start(nil); errors.Is(err, cm.ErrCgroupRootMissing) {
+	if err := pc.start(); errors.Is(err, cm.ErrCgroupRootMissing) {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	} else if err != nil {
 		log.Warn("QoS cgroups", zap.Error(err))
-	} else {
-		pc.started.Store(true)
 	}
 	return pc, nil
 }
@@ -83,14 +81,24 @@ func reserved(m map[string]string) (v1.ResourceList, error) {
 	return out, nil
 }
 
+// start creates the QoS cgroups unless that already succeeded; a failure is
+// tried again by the next caller.
+func (p *podCgroups) start() error {
+	if p.started.Load() {
+		return nil
+	}
+	if err := p.m.Start(p.activePods()); err != nil {
+		return err
+	}
+	p.started.Store(true)
+	return nil
+}
+
 // EnsurePod makes the Pod's cgroup; a Burstable Pod first raises its tier's
 // shares by its requests, as upstream updates the QoS cgroups before it.
 func (p *podCgroups) EnsurePod(pod *v1.Pod) error {
-	if !p.started.Load() {
-		if err := p.m.Start(p.activePods()); err != nil {
-			return err
-		}
-		p.started.Store(true)
+	if err := p.start(); err != nil {
+		return err
 	}
 	if cm.QOSClass(pod) == v1.PodQOSBurstable {
 		active := p.activePods()
@@ -135,26 +143,19 @@ func (p *podCgroups) run(ctx context.Context, rt *runtime.Runtime, workers *podw
 // source nor the runtime knows. A cgroup that still holds processes stays
 // for the next sweep.
 func (p *podCgroups) sweep(ctx context.Context, rt *runtime.Runtime, workers *podworker.Workers) {
-	if !p.started.Load() {
-		if err := p.m.Start(p.activePods()); err != nil {
-			p.log.Warn("QoS cgroups", zap.Error(err))
-			return
-		}
-		p.started.Store(true)
+	if err := p.start(); err != nil {
+		p.log.Warn("QoS cgroups", zap.Error(err))
+		return
 	}
 	if err := p.m.UpdateQOS(p.activePods()); err != nil {
 		p.log.Warn("QoS cgroups", zap.Error(err))
 	}
-	known := sets.New[types.UID]()
-	sbs, err := rt.ListPodSandbox(ctx, nil)
+	inRuntime, err := rt.ListPods(ctx)
 	if err != nil {
-		p.log.Warn("pod cgroup sweep: list sandboxes", zap.Error(err))
+		p.log.Warn("pod cgroup sweep: list the runtime's Pods", zap.Error(err))
 		return
 	}
-	for _, sb := range sbs {
-		known.Insert(types.UID(sb.Labels[runtime.PodUIDLabel]))
-	}
-	orphans, err := p.m.Orphans(known)
+	orphans, err := p.m.Orphans(sets.KeySet(inRuntime))
 	if err != nil {
 		p.log.Warn("pod cgroup sweep", zap.Error(err))
 		return

@@ -246,23 +246,12 @@ func Run(ctx context.Context, log *zap.Logger, cfg *config.Config) error {
 // the kubelet was down: those neither a source nor the runtime knows, as
 // upstream's housekeeping does. A Pod removed from now on releases its own.
 func releaseOrphanedUserNamespaces(ctx context.Context, rt *runtime.Runtime, um *userns.Manager, workers *podworker.Workers) error {
-	inRuntime := map[types.UID]bool{}
-	sbs, err := rt.ListPodSandbox(ctx, nil)
+	inRuntime, err := rt.ListPods(ctx)
 	if err != nil {
 		return err
-	}
-	for _, sb := range sbs {
-		inRuntime[types.UID(sb.Labels[runtime.PodUIDLabel])] = true
-	}
-	cs, err := rt.ListContainers(ctx, nil)
-	if err != nil {
-		return err
-	}
-	for _, c := range cs {
-		inRuntime[types.UID(c.Labels[runtime.PodUIDLabel])] = true
 	}
 	// A Pod that started meanwhile is in its source: Known holds for it.
-	return um.Cleanup(func(uid types.UID) bool { return inRuntime[uid] || workers.Known(uid) })
+	return um.Cleanup(func(uid types.UID) bool { return inRuntime[uid] != nil || workers.Known(uid) })
 }
 
 // connect dials the CRI runtime, retrying while it is not up yet.

@@ -30,6 +30,13 @@ const (
 	ConfigSeenAnnotation   = "kubernetes.io/config.seen"
 )
 
+// IsStatic tells a Pod from a manifest file (or any source but the API
+// server) from one the API server gave, as upstream's IsStaticPod.
+func IsStatic(pod *v1.Pod) bool {
+	src, ok := pod.Annotations[ConfigSourceAnnotation]
+	return ok && src != "api"
+}
+
 // Static reads Pod manifests from Dir every Period and keeps a mirror Pod in
 // the API server for each.
 type Static struct {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/nodesuite/nodesuite/kubelet/internal/apiclient"
+	"github.com/nodesuite/nodesuite/kubelet/internal/podsource"
 )
 
 // Manager writes Pod statuses to the API server, as upstream's status
@@ -53,7 +54,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) error {
 		return nil
 	}
 	target := pod
-	if m.Client != nil && isStatic(pod) {
+	if m.Client != nil && podsource.IsStatic(pod) {
 		// A static Pod's status goes to its mirror Pod, as upstream.
 		mirror, err := m.Client.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil || mirror.Annotations["kubernetes.io/config.mirror"] != pod.Annotations["kubernetes.io/config.hash"] {
@@ -93,7 +94,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) error {
 // FinishDeletion deletes the Pod with grace 0 and a UID precondition once
 // nothing of it runs, so the API server removes the object.
 func (m *Manager) FinishDeletion(ctx context.Context, pod *v1.Pod) error {
-	if m.Client == nil || isStatic(pod) {
+	if m.Client == nil || podsource.IsStatic(pod) {
 		return nil
 	}
 	zero := int64(0)
@@ -104,11 +105,4 @@ func (m *Manager) FinishDeletion(ctx context.Context, pod *v1.Pod) error {
 		return fmt.Errorf("finish deletion of %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	return nil
-}
-
-// ConfigSourceAnnotation marks where a Pod came from; "file" is a static Pod.
-const ConfigSourceAnnotation = "kubernetes.io/config.source"
-
-func isStatic(pod *v1.Pod) bool {
-	return pod.Annotations[ConfigSourceAnnotation] == "file"
 }
